@@ -1,0 +1,167 @@
+"""Attention blocks of the Stable Diffusion UNet (spatial transformer with cross-attention).
+
+Parameter names follow the original `ldm.modules.attention` so SD-1.x/2.x checkpoints load key-for-key.
+All attention goes through `torch.nn.functional.scaled_dot_product_attention`, which picks flash /
+memory-efficient kernels on GPU and a fused math kernel on CPU.
+
+References:
+    Vaswani et al., "Attention Is All You Need", 2017.
+    Rombach et al., "High-Resolution Image Synthesis with Latent Diffusion Models", CVPR 2022.
+    Stability-AI/stablediffusion (cf8f7b6), ldm/modules/attention.py (key layout).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+def group_norm(channels: int, *, eps: float = 1e-5) -> nn.GroupNorm:
+    """The 32-group GroupNorm used throughout SD (computed in float32, see `GroupNorm32`)."""
+    return GroupNorm32(32, channels, eps=eps)
+
+
+class GroupNorm32(nn.GroupNorm):
+    """GroupNorm that normalises in float32 and casts back, as the original does for fp16 stability."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32:
+            return super().forward(x)
+        return super().forward(x.float()).type(x.dtype)
+
+
+class CrossAttention(nn.Module):
+    """Multi-head (cross-)attention; self-attention when `context` is None.
+
+    Args:
+        query_dim: channels of the query tokens.
+        context_dim: channels of the context tokens (None = self-attention).
+        heads: number of heads.
+        dim_head: channels per head.
+    """
+
+    def __init__(self, query_dim: int, *, context_dim: int | None = None, heads: int = 8, dim_head: int = 64):
+        super().__init__()
+        inner = heads * dim_head
+        context_dim = query_dim if context_dim is None else context_dim
+        self.heads = heads
+        self.to_q = nn.Linear(query_dim, inner, bias=False)
+        self.to_k = nn.Linear(context_dim, inner, bias=False)
+        self.to_v = nn.Linear(context_dim, inner, bias=False)
+        self.to_out = nn.Sequential(nn.Linear(inner, query_dim), nn.Dropout(0.0))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, N, query_dim); context: (B, M, context_dim) or None. Returns (B, N, query_dim)."""
+        context = x if context is None else context
+        q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)
+        q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=self.heads) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v)  # scale = dim_head ** -0.5, as the original
+        return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
+
+
+class GEGLU(nn.Module):
+    """Gated GELU projection (Shazeer 2020): proj to 2x width, gelu-gate one half with the other."""
+
+    def __init__(self, dim_in: int, dim_out: int):
+        super().__init__()
+        self.proj = nn.Linear(dim_in, dim_out * 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, gate = self.proj(x).chunk(2, dim=-1)
+        return x * F.gelu(gate)
+
+
+class FeedForward(nn.Module):
+    """GEGLU MLP with 4x expansion (`net.0.proj`, `net.2` in checkpoints)."""
+
+    def __init__(self, dim: int, *, mult: int = 4):
+        super().__init__()
+        inner = dim * mult
+        self.net = nn.Sequential(GEGLU(dim, inner), nn.Dropout(0.0), nn.Linear(inner, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class BasicTransformerBlock(nn.Module):
+    """Pre-norm block: self-attention, cross-attention on the text context, feed-forward."""
+
+    def __init__(self, dim: int, heads: int, dim_head: int, *, context_dim: int, use_checkpoint: bool = False):
+        super().__init__()
+        self.attn1 = CrossAttention(dim, heads=heads, dim_head=dim_head)
+        self.ff = FeedForward(dim)
+        self.attn2 = CrossAttention(dim, context_dim=context_dim, heads=heads, dim_head=dim_head)
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.norm3 = nn.LayerNorm(dim)
+        self.use_checkpoint = use_checkpoint
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        if self.use_checkpoint and self.training and torch.is_grad_enabled():
+            return checkpoint(self._forward, x, context, use_reentrant=False)
+        return self._forward(x, context)
+
+    def _forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn1(self.norm1(x))
+        x = x + self.attn2(self.norm2(x), context)
+        return x + self.ff(self.norm3(x))
+
+
+class SpatialTransformer(nn.Module):
+    """Transformer over the pixels of a feature map, conditioned on a token context.
+
+    Args:
+        channels: feature-map channels.
+        heads: attention heads.
+        dim_head: channels per head (heads * dim_head == channels in SD).
+        depth: number of transformer blocks.
+        context_dim: channels of the context tokens (768 for SD-1.x CLIP, 1024 for SD-2.x OpenCLIP).
+        use_linear: Linear proj_in/proj_out (SD-2.x) instead of 1x1 convolutions (SD-1.x).
+        use_checkpoint: gradient checkpointing of each block during training.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        heads: int,
+        dim_head: int,
+        *,
+        depth: int = 1,
+        context_dim: int,
+        use_linear: bool = False,
+        use_checkpoint: bool = False,
+    ):
+        super().__init__()
+        inner = heads * dim_head
+        self.use_linear = use_linear
+        self.norm = group_norm(channels, eps=1e-6)
+        self.proj_in = nn.Linear(channels, inner) if use_linear else nn.Conv2d(channels, inner, 1)
+        self.transformer_blocks = nn.ModuleList(
+            BasicTransformerBlock(inner, heads, dim_head, context_dim=context_dim, use_checkpoint=use_checkpoint)
+            for _ in range(depth)
+        )
+        self.proj_out = nn.Linear(inner, channels) if use_linear else nn.Conv2d(inner, channels, 1)
+        nn.init.zeros_(self.proj_out.weight)
+        nn.init.zeros_(self.proj_out.bias)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, H, W); context: (B, M, context_dim). Returns (B, C, H, W)."""
+        _, _, h, w = x.shape
+        x_in = x
+        x = self.norm(x)
+        if not self.use_linear:
+            x = self.proj_in(x)
+        x = rearrange(x, "b c h w -> b (h w) c")
+        if self.use_linear:
+            x = self.proj_in(x)
+        for block in self.transformer_blocks:
+            x = block(x, context)
+        if self.use_linear:
+            x = self.proj_out(x)
+        x = rearrange(x, "b (h w) c -> b c h w", h=h, w=w)
+        if not self.use_linear:
+            x = self.proj_out(x)
+        return x + x_in
