@@ -6,12 +6,12 @@ References:
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 import torch
 
 
-class Parameterization(str, Enum):
+class Parameterization(StrEnum):
     """Network output type: noise (SD 2.1-base, HumanSD) or velocity (SD 2.1-768)."""
 
     EPS = "eps"
