@@ -92,7 +92,7 @@ class PoseToImagePipeline:
         if height is None or width is None:
             if isinstance(pose, Image.Image):
                 h, w = pose.height, pose.width
-            elif isinstance(pose, np.ndarray) and pose.shape[-2:] != (NUM_KEYPOINTS, 3):
+            elif isinstance(pose, np.ndarray) and not _is_keypoint_array(pose):
                 h, w = pose.shape[:2]
             elif isinstance(pose, Pose):
                 h, w = pose.height, pose.width
@@ -120,7 +120,7 @@ class PoseToImagePipeline:
             if (pose.width, pose.height) != (width, height) and len(kpts):
                 kpts = kpts * np.array([width / pose.width, height / pose.height, 1.0], np.float32)
             return draw_humansd_skeleton(kpts, height, width, threshold=threshold)
-        if isinstance(pose, np.ndarray) and pose.shape[-2:] == (NUM_KEYPOINTS, 3):
+        if isinstance(pose, np.ndarray) and _is_keypoint_array(pose):
             kpts = Pose.from_array(pose, width=width, height=height).to_array()  # validates shape and finiteness
             return draw_humansd_skeleton(kpts, height, width, threshold=threshold)
         if isinstance(pose, (Image.Image, np.ndarray)):
@@ -264,6 +264,11 @@ class PoseToImagePipeline:
             if arr.shape[:2] != (height, width):
                 arr = np.asarray(Image.fromarray(arr).resize((width, height), Image.Resampling.LANCZOS))
         return _to_model_range(arr, self.device)
+
+
+def _is_keypoint_array(arr: np.ndarray) -> bool:
+    """(17, k) or (P, 17, k) arrays are keypoints (validated later); anything else is taken as an image."""
+    return arr.ndim in (2, 3) and arr.shape[-2] == NUM_KEYPOINTS
 
 
 def _to_model_range(image: np.ndarray, device: torch.device) -> torch.Tensor:
