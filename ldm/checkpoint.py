@@ -102,8 +102,12 @@ def read_checkpoint(path: str | Path, *, trust_pickle: bool | None = None) -> tu
     return tensors, meta
 
 
-def drop_extras(state_dict: Mapping[str, torch.Tensor], *, prefixes: Iterable[str] = DROPPED_PREFIXES,
-                keys: Iterable[str] = DROPPED_KEYS) -> dict[str, torch.Tensor]:
+def drop_extras(
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    prefixes: Iterable[str] = DROPPED_PREFIXES,
+    keys: Iterable[str] = DROPPED_KEYS,
+) -> dict[str, torch.Tensor]:
     """Remove the documented extra keys (logged with counts per prefix)."""
     prefixes, keys = tuple(prefixes), set(keys)
     kept, dropped = {}, {}
@@ -139,8 +143,9 @@ def expand_conv_in(state_dict: dict[str, torch.Tensor], key: str, in_channels: i
     new = old.new_zeros(old.shape[0], in_channels, *old.shape[2:])
     new[:, : old.shape[1]] = old
     state_dict[key] = new
-    logger.info("Expanded %s from %d to %d input channels (new channels zero-initialised).", key, old.shape[1],
-                in_channels)
+    logger.info(
+        "Expanded %s from %d to %d input channels (new channels zero-initialised).", key, old.shape[1], in_channels
+    )
     return state_dict
 
 
@@ -168,8 +173,9 @@ class KeyReport:
         return "; ".join(parts)
 
 
-def compare_keys(expected: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor],
-                 optional: Iterable[str] = ()) -> KeyReport:
+def compare_keys(
+    expected: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor], optional: Iterable[str] = ()
+) -> KeyReport:
     """Compare expected {key: shape or tensor} with a state dict; keys in `optional` may be absent."""
     optional = set(optional)
     report = KeyReport()
@@ -184,8 +190,9 @@ def compare_keys(expected: Mapping[str, Any], state_dict: Mapping[str, torch.Ten
     return report
 
 
-def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str,
-                           optional: Iterable[str] = ()) -> None:
+def load_state_dict_strict(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str, optional: Iterable[str] = ()
+) -> None:
     """Load by name; raise ValueError listing the first differences if anything does not match exactly."""
     own = model.state_dict()
     report = compare_keys(own, state_dict, optional)
@@ -196,8 +203,9 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
     model.load_state_dict(full, strict=True)
 
 
-def load_weights(model: nn.Module, path: str | Path, *, expand_keys: Iterable[str] = (),
-                 trust_pickle: bool | None = None) -> dict:
+def load_weights(
+    model: nn.Module, path: str | Path, *, expand_keys: Iterable[str] = (), trust_pickle: bool | None = None
+) -> dict:
     """Load a checkpoint file strictly into `model` (after dropping documented extras).
 
     Args:

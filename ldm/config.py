@@ -19,7 +19,12 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-ALLOWED_TARGET_PREFIXES: tuple[str, ...] = ("ldm.", "comparison_models.", "torch.optim.", "lightning.pytorch.callbacks.")
+ALLOWED_TARGET_PREFIXES: tuple[str, ...] = (
+    "ldm.",
+    "comparison_models.",
+    "torch.optim.",
+    "lightning.pytorch.callbacks.",
+)
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:

@@ -64,16 +64,30 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for pose_path, prompt in EXAMPLES:
         pose = load_pose(pose_path)
-        out = pipe(prompt, pose, num_inference_steps=args.steps, guidance_scale=args.scale, seed=args.seed,
-                   num_images=args.samples, height=size[0], width=size[1], negative_prompt="")
+        out = pipe(
+            prompt,
+            pose,
+            num_inference_steps=args.steps,
+            guidance_scale=args.scale,
+            seed=args.seed,
+            num_images=args.samples,
+            height=size[0],
+            width=size[1],
+            negative_prompt="",
+        )
         pose_map = np.asarray(out.pose_map)
         samples = [np.asarray(im) for im in out.images]
         rows.append([pose_map, overlay_skeleton(samples[0], pose_map), *samples])
     args.outdir.mkdir(parents=True, exist_ok=True)
     path = args.outdir / "demo_grid.png"
     build_grid(rows, scale=max(1, 256 // size[0])).save(path)
-    logger.info("Wrote %s (rows: pose | overlay | %d samples) in %.1f s. %s", path, args.samples,
-                time.perf_counter() - start, note)
+    logger.info(
+        "Wrote %s (rows: pose | overlay | %d samples) in %.1f s. %s",
+        path,
+        args.samples,
+        time.perf_counter() - start,
+        note,
+    )
     return 0
 
 

@@ -73,8 +73,11 @@ def test_no_checkpoint_anywhere_is_an_error_unless_random_allowed():
 def test_wrong_model_lists_first_mismatches(tmp_path):
     path = tmp_path / "sd.ckpt"
     torch.save({"state_dict": _tiny(SD_TINY).state_dict()}, path)
-    with pytest.raises(ValueError, match=r"1 shape mismatch\(es\): model\.diffusion_model\.input_blocks\.0\.0\.weight "
-                                         r"\(model \[32, 8, 3, 3\] vs file \[32, 4, 3, 3\]\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"1 shape mismatch\(es\): model\.diffusion_model\.input_blocks\.0\.0\.weight "
+        r"\(model \[32, 8, 3, 3\] vs file \[32, 4, 3, 3\]\)",
+    ):
         load_model(HUMANSD_TINY, path)
 
 

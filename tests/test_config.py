@@ -12,15 +12,20 @@ from ldm.inference.loading import build_model
 from ldm.models.latent_diffusion import LatentDiffusion
 
 MODEL_CONFIGS = sorted(
-    str(p) for d in ("configs/humansd", "configs/stable-diffusion", "configs/tiny") for p in Path(d).glob("*.yaml")
+    str(p)
+    for d in ("configs/humansd", "configs/stable-diffusion", "configs/tiny")
+    for p in Path(d).glob("*.yaml")
     if "model" in load_config(p)
 )
 
 
 def test_unknown_key_is_an_error_naming_class_and_valid_keys():
     cfg = {"target": "ldm.models.unet.UNetModel", "params": {"num_heads": 8, "channel_mul": [1, 2]}}
-    with pytest.raises(ValueError, match=r"ldm.models.unet.UNetModel: unknown config key\(s\) \['channel_mul'\]; "
-                                         r"valid keys: .*'channel_mult'"):
+    with pytest.raises(
+        ValueError,
+        match=r"ldm.models.unet.UNetModel: unknown config key\(s\) \['channel_mul'\]; "
+        r"valid keys: .*'channel_mult'",
+    ):
         instantiate(cfg)
 
 

@@ -84,12 +84,25 @@ def test_sd1_style_unet_matches_diffusers():
     from diffusers.loaders import single_file_utils as sfu
 
     torch.manual_seed(0)
-    unet = UNetModel(in_channels=4, model_channels=32, attention_resolutions=[1, 2], num_res_blocks=1,
-                     channel_mult=[1, 2], num_heads=2, context_dim=24).eval()
+    unet = UNetModel(
+        in_channels=4,
+        model_channels=32,
+        attention_resolutions=[1, 2],
+        num_res_blocks=1,
+        channel_mult=[1, 2],
+        num_heads=2,
+        context_dim=24,
+    ).eval()
     _randomise(unet)
     ckpt = {f"model.diffusion_model.{k}": v for k, v in unet.state_dict().items()}
-    cfg = {"model": {"params": {"unet_config": {"params": unet.config},
-                                "first_stage_config": {"params": {"ddconfig": {"ch_mult": [1, 2, 4, 4]}}}}}}
+    cfg = {
+        "model": {
+            "params": {
+                "unet_config": {"params": unet.config},
+                "first_stage_config": {"params": {"ddconfig": {"ch_mult": [1, 2, 4, 4]}}},
+            }
+        }
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         dcfg = sfu.create_unet_diffusers_config_from_ldm(cfg, ckpt)
@@ -137,8 +150,16 @@ def test_unet_is_seeded_deterministic_and_checks_inputs(tiny_humansd):
 
 def test_gradient_checkpointing_gives_identical_gradients():
     torch.manual_seed(0)
-    kwargs = dict(in_channels=4, model_channels=32, attention_resolutions=[2], num_res_blocks=1, channel_mult=[1, 2],
-                  num_head_channels=16, use_linear_in_transformer=True, context_dim=16)
+    kwargs = dict(
+        in_channels=4,
+        model_channels=32,
+        attention_resolutions=[2],
+        num_res_blocks=1,
+        channel_mult=[1, 2],
+        num_head_channels=16,
+        use_linear_in_transformer=True,
+        context_dim=16,
+    )
     plain = UNetModel(**kwargs)
     _randomise(plain)
     ckpt = UNetModel(**kwargs, use_checkpoint=True)

@@ -70,8 +70,16 @@ def test_rendered_pose_image_and_pose_object_inputs(pipe, keypoints):
 def test_img2img_strength_and_eta(pipe, keypoints):
     init = np.full((64, 64, 3), 200, np.uint8)
     steps = []
-    out = pipe("x", keypoints, num_inference_steps=4, strength=0.5, init_image=init, eta=0.7, seed=2,
-               callback=lambda d: steps.append(d["t"]))
+    out = pipe(
+        "x",
+        keypoints,
+        num_inference_steps=4,
+        strength=0.5,
+        init_image=init,
+        eta=0.7,
+        seed=2,
+        callback=lambda d: steps.append(d["t"]),
+    )
     assert len(out.images) == 1 and len(steps) == 2
 
 

@@ -47,9 +47,7 @@ class NoiseSchedule:
         if self.num_timesteps < 2:
             raise ValueError(f"num_timesteps must be >= 2; got {self.num_timesteps}.")
         if not 0 < self.linear_start < self.linear_end < 1:
-            raise ValueError(
-                f"Need 0 < linear_start < linear_end < 1; got {self.linear_start}, {self.linear_end}."
-            )
+            raise ValueError(f"Need 0 < linear_start < linear_end < 1; got {self.linear_start}, {self.linear_end}.")
 
     def betas(self) -> np.ndarray:
         """(T,) float64 betas, linear in sqrt(beta) (LDM's "linear" schedule)."""

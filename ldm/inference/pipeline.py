@@ -64,8 +64,14 @@ class PoseToImagePipeline:
         default_size: (height, width) used when neither the call nor a pose image gives a size.
     """
 
-    def __init__(self, model: LatentDiffusion, *, device: str | torch.device = "cpu", precision: str = "fp32",
-                 default_size: tuple[int, int] = (512, 512)):
+    def __init__(
+        self,
+        model: LatentDiffusion,
+        *,
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
+        default_size: tuple[int, int] = (512, 512),
+    ):
         if precision not in PRECISIONS:
             raise ValueError(f"Unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}.")
         self.device = torch.device(device)
@@ -74,9 +80,16 @@ class PoseToImagePipeline:
         self.default_size = default_size
 
     @classmethod
-    def from_config(cls, config: str | Path, checkpoint: str | Path | None = None, *, device: str = "cpu",
-                    precision: str = "fp32", allow_random: bool = False,
-                    trust_pickle: bool | None = None) -> PoseToImagePipeline:
+    def from_config(
+        cls,
+        config: str | Path,
+        checkpoint: str | Path | None = None,
+        *,
+        device: str = "cpu",
+        precision: str = "fp32",
+        allow_random: bool = False,
+        trust_pickle: bool | None = None,
+    ) -> PoseToImagePipeline:
         """Build the model from a YAML config and load its checkpoint (see `ldm.inference.loading.load_model`)."""
         model, cfg = load_model(config, checkpoint, allow_random=allow_random, trust_pickle=trust_pickle)
         size = cfg.get("defaults", {}).get("size", 512)
@@ -133,8 +146,15 @@ class PoseToImagePipeline:
             f"or None; got {type(pose).__name__}."
         )
 
-    def check_inputs(self, prompt: str | list[str], num_images: int, steps: int, guidance_scale: float,
-                     strength: float, init_image: Any) -> list[str]:
+    def check_inputs(
+        self,
+        prompt: str | list[str],
+        num_images: int,
+        steps: int,
+        guidance_scale: float,
+        strength: float,
+        init_image: Any,
+    ) -> list[str]:
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise TypeError(f"prompt must be a string or a non-empty list of strings; got {prompt!r:.80}.")
@@ -230,8 +250,9 @@ class PoseToImagePipeline:
             noise = torch.randn(shape, generator=generator).to(dev)
             x = prepare_latents(plan, noise, x0)
             step_gen = torch.Generator(dev).manual_seed(seed + 1) if eta > 0 else None
-            latents = sample_fn(model, x, plan, cond=cond, guidance=guidance, generator=step_gen, callback=callback,
-                                progress=progress)
+            latents = sample_fn(
+                model, x, plan, cond=cond, guidance=guidance, generator=step_gen, callback=callback, progress=progress
+            )
             images = model.decode_latents(latents.to(torch.float32))
         images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
         params = {

@@ -198,7 +198,9 @@ class AutoencoderKL(nn.Module):
         if unknown:
             raise ValueError(f"AutoencoderKL.ddconfig: unknown keys {sorted(unknown)}; valid keys: {sorted(known)}.")
         if list(cfg.get("attn_resolutions", [])) or not cfg.get("double_z", True) or cfg.get("dropout", 0.0):
-            raise ValueError("AutoencoderKL supports the SD kl-f8 layout only: attn_resolutions [], double_z, dropout 0.")
+            raise ValueError(
+                "AutoencoderKL supports the SD kl-f8 layout only: attn_resolutions [], double_z, dropout 0."
+            )
         z = cfg["z_channels"]
         common = {"ch": cfg["ch"], "ch_mult": list(cfg["ch_mult"]), "num_res_blocks": cfg["num_res_blocks"]}
         self.encoder = Encoder(in_channels=cfg["in_channels"], z_channels=z, **common)

@@ -41,8 +41,14 @@ class OpenCLIPTextEncoder(nn.Module):
         freeze: keep the weights frozen and the module in eval mode (always True in HumanSD).
     """
 
-    def __init__(self, *, arch: str = "ViT-H-14", layer: str = "penultimate", max_length: int = CONTEXT_LENGTH,
-                 freeze: bool = True):
+    def __init__(
+        self,
+        *,
+        arch: str = "ViT-H-14",
+        layer: str = "penultimate",
+        max_length: int = CONTEXT_LENGTH,
+        freeze: bool = True,
+    ):
         super().__init__()
         if arch not in TEXT_TOWER_PRESETS:
             raise ValueError(f"Unknown text tower arch {arch!r}; choose one of {sorted(TEXT_TOWER_PRESETS)}.")
@@ -51,8 +57,9 @@ class OpenCLIPTextEncoder(nn.Module):
         if max_length != CONTEXT_LENGTH:
             raise ValueError(f"max_length must be {CONTEXT_LENGTH} (OpenCLIP's context); got {max_length}.")
         p = TEXT_TOWER_PRESETS[arch]
-        cfg = CLIPTextCfg(context_length=max_length, vocab_size=49408, width=p["width"], heads=p["heads"],
-                          layers=p["layers"])
+        cfg = CLIPTextCfg(
+            context_length=max_length, vocab_size=49408, width=p["width"], heads=p["heads"], layers=p["layers"]
+        )
         self.model = _build_text_tower(p["embed_dim"], cfg)
         # The CLIP model's temperature lives beside the text tower in SD checkpoints (stored, unused).
         self.model.logit_scale = nn.Parameter(torch.full([], math.log(1 / 0.07)))
