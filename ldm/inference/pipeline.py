@@ -62,6 +62,7 @@ class PoseToImagePipeline:
         device: where to run (the model is moved there).
         precision: "fp32" (default), "bf16" or "fp16" autocast for the UNet and VAE on the device.
         default_size: (height, width) used when neither the call nor a pose image gives a size.
+        skeleton_width: limb width of rendered pose maps (10 at 512 px, as the model was trained).
     """
 
     def __init__(
@@ -71,6 +72,7 @@ class PoseToImagePipeline:
         device: str | torch.device = "cpu",
         precision: str = "fp32",
         default_size: tuple[int, int] = (512, 512),
+        skeleton_width: int = 10,
     ):
         if precision not in PRECISIONS:
             raise ValueError(f"Unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}.")
@@ -78,6 +80,7 @@ class PoseToImagePipeline:
         self.model = model.eval().to(self.device)
         self.precision = precision
         self.default_size = default_size
+        self.skeleton_width = skeleton_width
 
     @classmethod
     def from_config(
@@ -93,7 +96,10 @@ class PoseToImagePipeline:
         """Build the model from a YAML config and load its checkpoint (see `ldm.inference.loading.load_model`)."""
         model, cfg = load_model(config, checkpoint, allow_random=allow_random, trust_pickle=trust_pickle)
         size = cfg.get("defaults", {}).get("size", 512)
-        return cls(model, device=device, precision=precision, default_size=(int(size), int(size)))
+        width = cfg.get("defaults", {}).get("skeleton_width", 10)
+        return cls(
+            model, device=device, precision=precision, default_size=(int(size), int(size)), skeleton_width=int(width)
+        )
 
     # ------------------------------------------------------------------ inputs
     def _autocast(self):
@@ -124,18 +130,17 @@ class PoseToImagePipeline:
 
     def render_pose(self, pose: PoseInput, height: int, width: int, *, threshold: float = 0.05) -> np.ndarray:
         """The (height, width, 3) uint8 pose map for any accepted pose input (keypoints are rendered)."""
-        from ldm.pose.render import draw_humansd_skeleton
+        from ldm.pose.convert import rescale_pose
+        from ldm.pose.render import render_pose_map
 
         if pose is None:
             return np.zeros((height, width, 3), np.uint8)
-        if isinstance(pose, Pose):
-            kpts = pose.to_array()
-            if (pose.width, pose.height) != (width, height) and len(kpts):
-                kpts = kpts * np.array([width / pose.width, height / pose.height, 1.0], np.float32)
-            return draw_humansd_skeleton(kpts, height, width, threshold=threshold)
         if isinstance(pose, np.ndarray) and _is_keypoint_array(pose):
-            kpts = Pose.from_array(pose, width=width, height=height).to_array()  # validates shape and finiteness
-            return draw_humansd_skeleton(kpts, height, width, threshold=threshold)
+            pose = Pose.from_array(pose, width=width, height=height)  # validates shape and finiteness
+        if isinstance(pose, Pose):
+            if (pose.width, pose.height) != (width, height):
+                pose = rescale_pose(pose, width, height)
+            return render_pose_map(pose, threshold=threshold, line_width=self.skeleton_width)
         if isinstance(pose, (Image.Image, np.ndarray)):
             img = to_rgb_uint8(pose)
             if img.shape[:2] != (height, width):

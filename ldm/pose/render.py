@@ -155,6 +155,7 @@ def draw_humansd_skeleton(
     threshold: float | None = None,
     rule: SkeletonRule | str = SkeletonRule.INFERENCE,
     canvas: np.ndarray | None = None,
+    line_width: int = HUMANSD_LINE_WIDTH,
 ) -> np.ndarray:
     """Draw HumanSD's 16-limb skeleton exactly as the original (spec 3.5).
 
@@ -171,6 +172,8 @@ def draw_humansd_skeleton(
         threshold: joint-score threshold (strict >); None means the rule's default (0.05 inference, 0.02 train).
         rule: `SkeletonRule.INFERENCE` or `SkeletonRule.TRAIN` (or their string values).
         canvas: optional (height, width, 3) uint8 RGB image to draw on; it is copied, never modified.
+        line_width: limb width in pixels (10 as the original at 512 px; smaller canvases, such as the tiny
+            mannequin world's, scale it down). Joint dots have radius line_width // 2.
 
     Returns:
         (height, width, 3) uint8 RGB pose map, black background unless `canvas` is given.
@@ -186,7 +189,9 @@ def draw_humansd_skeleton(
             raise ValueError(f"canvas must be a ({height}, {width}, 3) uint8 array; got {canvas.shape} {canvas.dtype}.")
         out = canvas.copy()
     # The original drew integer colours on a float64 canvas; on uint8 the rasterisation and values are identical.
-    radius = HUMANSD_LINE_WIDTH // 2
+    if not isinstance(line_width, (int, np.integer)) or line_width < 1:
+        raise ValueError(f"line_width must be a positive integer; got {line_width!r}.")
+    radius = int(line_width) // 2
     for kpts in kpts_all:
         if not np.sum(kpts) > 0:
             continue
@@ -196,7 +201,7 @@ def draw_humansd_skeleton(
             color = HUMANSD_COLORS[limb_index]
             pa = (int(kpts[a, 0]), int(kpts[a, 1]))
             pb = (int(kpts[b, 0]), int(kpts[b, 1]))
-            cv2.line(out, pa, pb, color, HUMANSD_LINE_WIDTH)
+            cv2.line(out, pa, pb, color, int(line_width))
             cv2.circle(out, pa, radius, color, -1)
             cv2.circle(out, pb, radius, color, -1)
     return out
@@ -289,7 +294,11 @@ def overlay_skeleton(image: np.ndarray, pose_map: np.ndarray, *, alpha: float = 
 
 
 def render_pose_map(
-    pose: Pose, *, style: SkeletonStyle | str = SkeletonStyle.HUMANSD, threshold: float = 0.05
+    pose: Pose,
+    *,
+    style: SkeletonStyle | str = SkeletonStyle.HUMANSD,
+    threshold: float = 0.05,
+    line_width: int = HUMANSD_LINE_WIDTH,
 ) -> np.ndarray:
     """Render a `Pose` at its own size the way HumanSD does at inference.
 
@@ -300,6 +309,7 @@ def render_pose_map(
         pose: the pose; the map is `pose.height` x `pose.width`.
         style: `SkeletonStyle.HUMANSD` (the HumanSD model's condition) or `SkeletonStyle.OPENPOSE` (ControlNet's).
         threshold: person and joint score threshold (strict >).
+        line_width: HumanSD limb width (see `draw_humansd_skeleton`); the OpenPose style ignores it.
 
     Returns:
         (pose.height, pose.width, 3) uint8 RGB pose map.
@@ -309,5 +319,5 @@ def render_pose_map(
     kept = [p.keypoints for p in pose.persons if np.float32(p.score) > threshold]
     kpts = np.stack(kept) if kept else np.zeros((0, 17, 3), dtype=np.float32)
     if style is SkeletonStyle.HUMANSD:
-        return draw_humansd_skeleton(kpts, pose.height, pose.width, threshold=threshold)
+        return draw_humansd_skeleton(kpts, pose.height, pose.width, threshold=threshold, line_width=line_width)
     return draw_openpose_skeleton(kpts, pose.height, pose.width, threshold=threshold)

@@ -271,3 +271,15 @@ def test_overlay_rejects_bad_inputs() -> None:
         overlay_skeleton(np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4)))
     with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]; got 2"):
         overlay_skeleton(np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4, 3), np.uint8), alpha=2)
+
+
+def test_line_width_scales_the_skeleton_for_small_canvases():
+    kpts = np.zeros((1, 17, 3), np.float32)
+    kpts[0, 5] = (10, 20, 1.0)
+    kpts[0, 7] = (50, 20, 1.0)  # left shoulder -> left elbow, a horizontal limb
+    thin = draw_humansd_skeleton(kpts, 64, 64, line_width=2)
+    wide = draw_humansd_skeleton(kpts, 64, 64)
+    assert thin[:, 30].any(axis=1).sum() < wide[:, 30].any(axis=1).sum()
+    assert thin[20, 30].any() and not thin[25, 30].any()
+    with pytest.raises(ValueError, match="line_width must be a positive integer"):
+        draw_humansd_skeleton(kpts, 64, 64, line_width=0)
