@@ -127,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
+        if args.from_mapping is not None:
+            from ldm.inference.batch import parse_shard
+
+            parse_shard(args.shard)  # validate before loading a model
         config, ckpt, notice = resolve_model(args.config, args.ckpt)
         if notice:
             logger.warning(notice)

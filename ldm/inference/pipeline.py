@@ -299,4 +299,4 @@ def _is_keypoint_array(arr: np.ndarray) -> bool:
 
 def _to_model_range(image: np.ndarray, device: torch.device) -> torch.Tensor:
     """(H, W, 3) uint8 -> (1, 3, H, W) float in [-1, 1]."""
-    return (torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 127.5 - 1.0).to(device)
+    return (torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)[None].float() / 127.5 - 1.0).to(device)
