@@ -179,6 +179,11 @@ class DiagonalGaussianDistribution:
     def mode(self) -> torch.Tensor:
         return self.mean
 
+    def kl(self) -> torch.Tensor:
+        """(B,) KL divergence to N(0, I), summed over latent elements (as the original `kl()`)."""
+        var = torch.exp(self.logvar)
+        return 0.5 * torch.sum(self.mean.pow(2) + var - 1.0 - self.logvar, dim=[1, 2, 3])
+
 
 class AutoencoderKL(nn.Module):
     """KL autoencoder (frozen in this project: SD's VAE is never trained by HumanSD).

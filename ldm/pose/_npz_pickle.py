@@ -98,6 +98,9 @@ def _object_npy_bytes(array: np.ndarray) -> bytes:
     return header.getvalue() + body
 
 
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
 def save_npz(path: Path, records: np.ndarray, **arrays: np.ndarray) -> None:
     """Write an .npz like `np.savez(path, records, **arrays)`, loadable by numpy 1.x and 2.x.
 
@@ -106,9 +109,14 @@ def save_npz(path: Path, records: np.ndarray, **arrays: np.ndarray) -> None:
         records: 1-D object array stored as `arr_0`.
         **arrays: extra numeric arrays stored under their names.
     """
+    members = {"arr_0.npy": _object_npy_bytes(records)}
+    for name, value in arrays.items():
+        buf = io.BytesIO()
+        np.lib.format.write_array(buf, np.asarray(value), allow_pickle=False)
+        members[f"{name}.npy"] = buf.getvalue()
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
-        archive.writestr("arr_0.npy", _object_npy_bytes(records))
-        for name, value in arrays.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.asarray(value), allow_pickle=False)
-            archive.writestr(f"{name}.npy", buf.getvalue())
+        for name, data in members.items():
+            # Fixed member timestamps: equal content gives byte-identical files (reproducible datasets).
+            info = zipfile.ZipInfo(name, date_time=_ZIP_EPOCH)
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, data)

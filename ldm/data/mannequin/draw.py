@@ -24,7 +24,7 @@ _ONE = 1 << SHIFT
 MIN_RADIUS = 1.0  # pixels; thinner parts would vanish at 128 x 128
 # (relative size, brightness) of the nested shapes that shade a part like a lit tube; light from the upper left.
 TUBE_LEVELS: tuple[tuple[float, float], ...] = ((1.0, 0.70), (0.78, 0.88), (0.5, 1.02), (0.22, 1.14))
-_LIGHT = np.array([-0.6, -0.8])
+_LIGHT = (-0.6, -0.8)
 
 
 class PartKind(StrEnum):
@@ -126,9 +126,13 @@ def draw_tube(canvas: np.ndarray, part: Part, color: np.ndarray, levels: tuple[t
         if scale < 1.0 and size * scale < 0.6:
             break
         shift = (1.0 - scale) * size * 0.45
-        shade = color * brightness * part.tint + max(brightness - 0.9, 0.0) * 40.0
-        rgb = tuple(float(v) for v in np.clip(shade, 0, 255))
+        rgb = shade(color, brightness * part.tint, max(brightness - 0.9, 0.0) * 40.0)
         draw_part(canvas, part, rgb, scale=scale, offset=(shift * _LIGHT[0], shift * _LIGHT[1]))
+
+
+def shade(color: np.ndarray | tuple[float, ...], factor: float, add: float = 0.0) -> tuple[float, ...]:
+    """`color * factor + add` clipped to [0, 255], as a tuple for OpenCV (plain floats: this runs per part)."""
+    return tuple(min(255.0, max(0.0, float(c) * factor + add)) for c in color)
 
 
 def rasterize_ids(parts: list[Part] | tuple[Part, ...], size: int) -> np.ndarray:
@@ -265,8 +269,9 @@ def paint_background(color: np.ndarray, field: np.ndarray, amplitude: tuple[floa
         (H, W, 3) float32 RGB in [0, 1].
     """
     a, b = amplitude
-    f = field[..., None]
-    image = color.astype(np.float32) * (1.0 + a * f) + b * f
+    color = np.asarray(color, dtype=np.float32)
+    image = field[..., None] * (color * np.float32(a) + np.float32(b))  # = c (1 + a f) + b f - c
+    image += color
     return np.clip(image, 0.0, 1.0, out=image)
 
 

@@ -28,7 +28,6 @@ from enum import IntEnum
 import numpy as np
 
 from ldm.data.mannequin.captions import Action
-from ldm.pose.keypoints import NUM_KEYPOINTS
 
 
 class Point(IntEnum):
@@ -431,11 +430,11 @@ def sample_view(rng: np.random.Generator, action: Action | str) -> View:
     Returns:
         The view.
     """
-    p_front = 0.3 if Action(action) in (Action.WALKING, Action.SITTING) else 0.55
+    p_front, p_back = (0.12, 0.08) if Action(action) in (Action.WALKING, Action.SITTING) else (0.55, 0.15)
     u = rng.random()
     if u < p_front:
         yaw = rng.uniform(-50, 50)
-    elif u < 0.85:
+    elif u < 1.0 - p_back:
         yaw = rng.choice([-1.0, 1.0]) * rng.uniform(50, 130)
     else:
         yaw = rng.uniform(130, 230)
@@ -465,5 +464,4 @@ def project(skeleton: Skeleton3D, view: View) -> tuple[np.ndarray, np.ndarray, n
     flat = np.stack([rotated[:, 0], -rotated[:, 1]], axis=1)  # y down
     xy = flat @ np.array([[c, s], [-s, c]])
     visible = face_visibility(skeleton.face_normals @ rot_y(view.yaw).T)
-    assert xy.shape == (NUM_POINTS, 2) and NUM_KEYPOINTS == 17
     return xy, rotated[:, 2], visible
