@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export GRADIO_ANALYTICS_ENABLED := False
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: install test test-all demo lint format clean
+.PHONY: install test test-all demo demo-ui lint format clean
 
 install: $(STAMP)
 
@@ -39,3 +39,6 @@ format: install
 
 clean:
 	rm -rf outputs .pytest_cache
+
+demo-ui: install
+	$(PY) scripts/gradio/pose2img.py
