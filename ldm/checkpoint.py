@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import pickle
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,26 +203,53 @@ def load_state_dict_strict(
     model.load_state_dict(full, strict=True)
 
 
+def read_checkpoints(
+    paths: str | Path | Sequence[str | Path], *, trust_pickle: bool | None = None
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read one checkpoint, or several that together hold one model (e.g. shared VAE + text encoder files and a
+    UNet file, as the tiny shipped weights are split). A key present in two files is an error.
+
+    Returns:
+        (merged state dict, metadata of the last file).
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    merged: dict[str, torch.Tensor] = {}
+    meta: dict = {}
+    for path in paths:
+        state, meta = read_checkpoint(path, trust_pickle=trust_pickle)
+        clash = sorted(set(state) & set(merged))
+        if clash:
+            raise ValueError(f"{path} repeats {len(clash)} key(s) already given by an earlier file, e.g. {clash[0]}.")
+        merged.update(state)
+    return merged, meta
+
+
 def load_weights(
-    model: nn.Module, path: str | Path, *, expand_keys: Iterable[str] = (), trust_pickle: bool | None = None
+    model: nn.Module,
+    path: str | Path | Sequence[str | Path],
+    *,
+    expand_keys: Iterable[str] = (),
+    trust_pickle: bool | None = None,
 ) -> dict:
-    """Load a checkpoint file strictly into `model` (after dropping documented extras).
+    """Load checkpoint file(s) strictly into `model` (after dropping documented extras).
 
     Args:
         model: the built model.
-        path: `.ckpt`, `.pth` or `.safetensors`.
+        path: a `.ckpt`, `.pth` or `.safetensors` file, or a list of files that together hold the model.
         expand_keys: conv weights whose input channels are widened (zero-init) to the model's shape first.
         trust_pickle: allow non-weights-only pickles (see `read_checkpoint`).
 
     Returns:
-        The checkpoint's metadata.
+        The checkpoint's metadata (of the last file).
     """
-    state, meta = read_checkpoint(path, trust_pickle=trust_pickle)
+    state, meta = read_checkpoints(path, trust_pickle=trust_pickle)
     state = drop_extras(state)
     own = model.state_dict()
     for key in expand_keys:
         if key in own:
             expand_conv_in(state, key, own[key].shape[1])
-    load_state_dict_strict(model, state, source=str(path))
-    logger.info("Loaded %d tensors from %s", len(state), path)
+    source = str(path) if isinstance(path, (str, Path)) else " + ".join(str(p) for p in path)
+    load_state_dict_strict(model, state, source=source)
+    logger.info("Loaded %d tensors from %s", len(state), source)
     return meta

@@ -116,3 +116,22 @@ def test_finetune_init_from_sd_behaves_like_sd(tmp_path, caplog):
         ours = humansd.apply_model(x, t, Conditioning(ctx, torch.randn(2, 4, 8, 8)))
         ref = sd.apply_model(x, t, Conditioning(ctx))
     assert torch.allclose(ours, ref, atol=1e-6)
+
+
+def test_model_split_over_several_files_loads_and_rejects_overlaps(tmp_path):
+    src = _tiny(HUMANSD_TINY)
+    state = {k: v.contiguous() for k, v in src.state_dict().items()}
+    unet = {k: v.half() for k, v in state.items() if k.startswith("model.")}  # fp16 files load into fp32 models
+    rest = {k: v for k, v in state.items() if not k.startswith("model.")}
+    save_file(unet, str(tmp_path / "unet.safetensors"))
+    save_file(rest, str(tmp_path / "rest.safetensors"))
+    model, _ = load_model(HUMANSD_TINY, [tmp_path / "rest.safetensors", tmp_path / "unet.safetensors"])
+    assert torch.equal(
+        model.state_dict()["first_stage_model.quant_conv.weight"], state["first_stage_model.quant_conv.weight"]
+    )
+    key = "model.diffusion_model.out.2.bias"
+    assert torch.equal(model.state_dict()[key], state[key].half().float())
+    with pytest.raises(ValueError, match="repeats .* key\\(s\\) already given by an earlier file"):
+        load_model(HUMANSD_TINY, [tmp_path / "rest.safetensors", tmp_path / "rest.safetensors"])
+    with pytest.raises(FileNotFoundError, match="Checkpoint not found"):
+        load_model(HUMANSD_TINY, [tmp_path / "rest.safetensors", tmp_path / "nope.safetensors"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from ldm.checkpoint import load_weights, missing_file_message
 from ldm.config import instantiate, load_config
@@ -28,7 +28,7 @@ def build_model(cfg: DictConfig) -> LatentDiffusion:
 
 def load_model(
     config: str | Path | DictConfig,
-    checkpoint: str | Path | None = None,
+    checkpoint: str | Path | list[str | Path] | None = None,
     *,
     overrides: tuple[str, ...] = (),
     expand_conv_in: bool = False,
@@ -39,7 +39,8 @@ def load_model(
 
     Args:
         config: YAML path or a loaded config.
-        checkpoint: weights file; None uses the config's top-level `checkpoint` entry.
+        checkpoint: weights file (or a list of files that together hold the model); None uses the config's
+            top-level `checkpoint` entry.
         overrides: dotted `key=value` config overrides.
         expand_conv_in: widen a 4-channel SD-2.1 UNet input conv to the model's 8 channels (zero-init pose
             channels) — the fine-tuning initialisation of spec §1.8.
@@ -58,8 +59,10 @@ def load_model(
             raise ValueError("No checkpoint given and the config names none; pass a checkpoint path.")
         logger.warning("No checkpoint: the model has random, untrained weights.")
         return model.eval(), cfg
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(missing_file_message(path))
-    load_weights(model, path, expand_keys=(UNET_CONV_IN_KEY,) if expand_conv_in else (), trust_pickle=trust_pickle)
+    paths = [Path(p) for p in (path if isinstance(path, (list, tuple, ListConfig)) else [path])]
+    for p in paths:
+        if not p.is_file():
+            raise FileNotFoundError(missing_file_message(p))
+    expand = (UNET_CONV_IN_KEY,) if expand_conv_in else ()
+    load_weights(model, paths if len(paths) > 1 else paths[0], expand_keys=expand, trust_pickle=trust_pickle)
     return model.eval(), cfg
