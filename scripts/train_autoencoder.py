@@ -43,7 +43,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         pl.seed_everything(cfg.training.seed, workers=True)
         vae = instantiate(cfg.vae)
-        module = AutoencoderModule(vae=vae, learning_rate=cfg.training.learning_rate, kl_weight=cfg.training.kl_weight)
+        module = AutoencoderModule(
+            vae=vae,
+            learning_rate=cfg.training.learning_rate,
+            kl_weight=cfg.training.kl_weight,
+            crop_size=cfg.training.get("crop_size"),
+        )
     except (ValueError, FileNotFoundError) as err:
         print(f"train_autoencoder: error: {err}", file=sys.stderr)
         return 2
