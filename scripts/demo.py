@@ -1,7 +1,7 @@
 """Run the main job (prompt + pose -> image) end to end on the embedded tiny model and save a grid.
 
-Each row of the grid is: pose map | pose overlaid on the first sample | samples. Uses the shipped tiny weights
-when they exist (humansd_data/checkpoints/tiny/), otherwise random weights, and says so.
+Each row of the grid is: pose map | pose overlaid on the first sample | samples. Uses the shipped tiny weights of
+the mannequin world when they exist (humansd_data/checkpoints/tiny/), otherwise random weights, and says so.
 """
 
 from __future__ import annotations
@@ -15,14 +15,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ldm.inference.defaults import embedded_model, resolve_model
 from ldm.inference.pipeline import PoseToImagePipeline
 from ldm.pose.io import load_pose
 from ldm.pose.render import overlay_skeleton
 
 logger = logging.getLogger("demo")
 
-TINY_CONFIG = Path("configs/tiny/humansd-tiny.yaml")
-TINY_WEIGHTS = Path("humansd_data/checkpoints/tiny/humansd-tiny-paper.safetensors")
 EXAMPLES = [
     ("assets/poses/demo_single.json", "a watercolor of a person standing, red clothes, blue background"),
     ("assets/poses/two_people.json", "a sketch of two people dancing, white background"),
@@ -44,8 +43,8 @@ def build_grid(rows: list[list[np.ndarray]], *, scale: int) -> Image.Image:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--outdir", type=Path, default=Path("outputs/demo"), help="where the grid is written")
-    parser.add_argument("--config", type=Path, default=TINY_CONFIG, help="model config")
-    parser.add_argument("--ckpt", type=Path, default=TINY_WEIGHTS, help="weights (random if absent)")
+    parser.add_argument("--config", type=Path, help="model config (default: the embedded tiny model)")
+    parser.add_argument("--ckpt", type=Path, help="weights")
     parser.add_argument("--samples", type=int, default=3, help="samples per pose")
     parser.add_argument("--steps", type=int, default=25, help="sampler steps")
     parser.add_argument("--scale", type=float, default=5.0, help="classifier-free guidance scale")
@@ -53,12 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     start = time.perf_counter()
-    if args.ckpt.is_file():
-        pipe = PoseToImagePipeline.from_config(args.config, args.ckpt)
-        note = f"weights: {args.ckpt}"
+    if args.config is None and args.ckpt is None:
+        config, ckpt, notice = embedded_model()
     else:
-        pipe = PoseToImagePipeline.from_config(args.config, allow_random=True)
-        note = f"NOTE: {args.ckpt} not found, so the model has random, UNTRAINED weights: expect noise, not people."
+        config, ckpt, notice = resolve_model(args.config, args.ckpt)
+    pipe = PoseToImagePipeline.from_config(config, ckpt, allow_random=ckpt is None)
+    note = notice or f"weights: {ckpt}"
     logger.info(note)
     size = pipe.default_size
     rows = []

@@ -9,11 +9,15 @@ from ldm.checkpoint import missing_file_message
 
 HUMANSD_CONFIG = Path("configs/humansd/humansd-inference.yaml")
 HUMANSD_CKPT = Path("humansd_data/checkpoints/humansd-v1.ckpt")
-TINY_CONFIG = Path("configs/tiny/humansd-tiny.yaml")
-TINY_CKPT = Path("humansd_data/checkpoints/tiny/humansd-tiny-paper.safetensors")
+TINY_CONFIG = Path("configs/tiny/mannequin-humansd.yaml")  # the trained embedded model (mannequin world)
+TINY_CKPT = [
+    Path("humansd_data/checkpoints/tiny/base-tiny.safetensors"),  # tiny VAE + frozen tiny text tower
+    Path("humansd_data/checkpoints/tiny/humansd-tiny-paper.safetensors"),  # UNet, heatmap-guided loss (paper mode)
+]
+RANDOM_CONFIG = Path("configs/tiny/humansd-tiny.yaml")  # last resort: the tiny architecture, random weights
 
 
-def resolve_model(config: Path | None, ckpt: Path | None) -> tuple[Path, Path | None, str | None]:
+def resolve_model(config: Path | None, ckpt: Path | None) -> tuple[Path, Path | list[Path] | None, str | None]:
     """(config, checkpoint or None for random weights, notice or None).
 
     An explicitly named checkpoint must exist (FileNotFoundError otherwise); only the implicit default falls back.
@@ -26,11 +30,22 @@ def resolve_model(config: Path | None, ckpt: Path | None) -> tuple[Path, Path | 
         return HUMANSD_CONFIG, ckpt, None
     if HUMANSD_CKPT.is_file():
         return HUMANSD_CONFIG, HUMANSD_CKPT, None
-    if TINY_CKPT.is_file():
-        return TINY_CONFIG, TINY_CKPT, f"{HUMANSD_CKPT} not found: using the embedded tiny model ({TINY_CKPT})."
+    config, ckpt, notice = embedded_model()
+    return config, ckpt, f"{HUMANSD_CKPT} not found: {notice}"
+
+
+def embedded_model() -> tuple[Path, list[Path] | None, str]:
+    """The embedded tiny model: trained weights if shipped, else the tiny architecture with random weights."""
+    if all(p.is_file() for p in TINY_CKPT):
+        return (
+            TINY_CONFIG,
+            list(TINY_CKPT),
+            f"using the embedded tiny model trained on the mannequin world ({TINY_CKPT[1].name}); "
+            "it draws 128x128 mannequins, not photographs.",
+        )
     return (
-        TINY_CONFIG,
+        RANDOM_CONFIG,
         None,
-        f"{HUMANSD_CKPT} not found and no tiny weights at {TINY_CKPT}: using the tiny model with random, UNTRAINED "
-        "weights (the output will be noise).",
+        f"no tiny weights at {TINY_CKPT[1]}: using the tiny model with random, UNTRAINED weights "
+        "(the output will be noise).",
     )

@@ -20,11 +20,13 @@ FULL_HASH_LIMIT = 1 << 30  # files above 1 GiB get a sampled fingerprint (hashin
 _CHUNK = 16 << 20
 
 
-def weights_fingerprint(path: str | Path | None) -> str | None:
+def weights_fingerprint(path: str | Path | list[str | Path] | None) -> str | None:
     """SHA-256 of a weights file ("sha256:<hex>"), or of its size + first and last 16 MiB for files over 1 GiB
-    ("sha256-sampled:<hex>"). None for None."""
+    ("sha256-sampled:<hex>"); for several files, their fingerprints joined by "+". None for None."""
     if path is None:
         return None
+    if isinstance(path, (list, tuple)):
+        return "+".join(weights_fingerprint(p) for p in path)
     path = Path(path)
     size = path.stat().st_size
     h = hashlib.sha256()
