@@ -19,11 +19,12 @@ setup(
         "open_clip_torch>=2.20",
         "opencv-python-headless",
         "tqdm",
+        "transformers>=4.40",  # the SD-1.x CLIP text encoder of the comparison models (built offline from config)
     ],
     extras_require={
         "train": ["lightning>=2.2", "albumentations>=2.0", "pycocotools"],
         "demo": ["gradio>=5", "gradio_client", "matplotlib"],
         "metrics": ["pycocotools", "torchmetrics", "torch-fidelity", "matplotlib"],
-        "dev": ["pytest", "ruff", "diffusers", "transformers"],
+        "dev": ["pytest", "ruff", "diffusers"],
     },
 )

@@ -15,7 +15,7 @@ MODEL_CONFIGS = sorted(
     str(p)
     for d in ("configs/humansd", "configs/stable-diffusion", "configs/tiny")
     for p in Path(d).glob("*.yaml")
-    if "model" in load_config(p)
+    if load_config(p).get("model", {}).get("target") == "ldm.models.latent_diffusion.LatentDiffusion"
 )
 
 

@@ -375,14 +375,25 @@ def humansd_slot(options: SlotOptions) -> ModelSlot:
     return pipeline_slot(load, name="HumanSD", note=note, default_steps=config_default_steps(options.config))
 
 
-_COMPARISON_NOTE = "not bundled in this rebuild yet (comparison_models/ is empty)."
+
+
+def _comparison_factory(name: str) -> Callable[[SlotOptions], ModelSlot]:
+    """A slot factory for a comparison model; unavailable (with the missing file and its source) without weights."""
+
+    def factory(options: SlotOptions) -> ModelSlot:
+        from comparison_models.pipelines import comparison_slot  # comparison_models depends on ldm, not the reverse
+
+        return comparison_slot(name, options)
+
+    return factory
+
 
 # Slot factories in display order. The first available slot is the main model; the others become the
 # "Comparison models" checkboxes. A comparison model registers by replacing its placeholder here.
 SLOT_FACTORIES: dict[str, Callable[[SlotOptions], ModelSlot]] = {
     "HumanSD": humansd_slot,
-    "ControlNet": lambda options: unavailable_slot("ControlNet", _COMPARISON_NOTE),
-    "T2I-Adapter": lambda options: unavailable_slot("T2I-Adapter", _COMPARISON_NOTE),
+    "ControlNet": _comparison_factory("ControlNet"),
+    "T2I-Adapter": _comparison_factory("T2I-Adapter"),
 }
 
 
