@@ -33,8 +33,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ldm.models.attention import SpatialTransformer
-from ldm.models.unet import Downsample, ResBlock, TimestepEmbedSequential, UNetControl, timestep_embedding
+from ldm.models.unet import TransformerFactory, UNetControl, build_encoder, timestep_embedding
 
 # Output channels of the first seven hint convolutions of the released models; the eighth maps to model_channels.
 HINT_BLOCK_CHANNELS: tuple[int, ...] = (16, 16, 32, 32, 96, 96, 256)
@@ -131,50 +130,30 @@ class ControlNet(nn.Module):
         self.context_dim = context_dim
         self.num_levels = len(channel_mult)
 
-        def transformer(ch: int) -> SpatialTransformer:
-            # The UNet's head rule (`UNetModel.__init__`), so the blocks match the UNet's key for key.
-            if num_head_channels == -1:
-                heads, dim_head = num_heads, ch // num_heads
-            elif legacy:
-                heads, dim_head = ch // num_head_channels, ch // (ch // num_head_channels)
-            else:
-                heads, dim_head = ch // num_head_channels, num_head_channels
-            return SpatialTransformer(
-                ch,
-                heads,
-                dim_head,
+        encoder = build_encoder(
+            in_channels=in_channels,
+            model_channels=model_channels,
+            attention_resolutions=attention_resolutions,
+            num_res_blocks=num_res_blocks,
+            channel_mult=channel_mult,
+            transformer=TransformerFactory(
+                num_heads=num_heads,
+                num_head_channels=num_head_channels,
+                legacy=legacy,
                 depth=transformer_depth,
                 context_dim=context_dim,
                 use_linear=use_linear_in_transformer,
                 use_checkpoint=use_checkpoint,
-            )
-
-        emb_ch = model_channels * 4
-        self.time_embed = nn.Sequential(nn.Linear(model_channels, emb_ch), nn.SiLU(), nn.Linear(emb_ch, emb_ch))
-        # The UNet encoder, layer for layer (`UNetModel.__init__`), with a zero conv per input block.
-        self.input_blocks = nn.ModuleList(
-            [TimestepEmbedSequential(nn.Conv2d(in_channels, model_channels, 3, padding=1))]
+            ),
+            use_checkpoint=use_checkpoint,
         )
-        self.zero_convs = nn.ModuleList([_zero_conv(model_channels)])
-        ch, ds = model_channels, 1
-        for level, mult in enumerate(channel_mult):
-            for _ in range(num_res_blocks):
-                layers: list[nn.Module] = [ResBlock(ch, emb_ch, mult * model_channels, use_checkpoint=use_checkpoint)]
-                ch = mult * model_channels
-                if ds in attention_resolutions:
-                    layers.append(transformer(ch))
-                self.input_blocks.append(TimestepEmbedSequential(*layers))
-                self.zero_convs.append(_zero_conv(ch))
-            if level != len(channel_mult) - 1:
-                self.input_blocks.append(TimestepEmbedSequential(Downsample(ch)))
-                self.zero_convs.append(_zero_conv(ch))
-                ds *= 2
+        # The UNet encoder layer for layer, a zero conv per input block (registration order = the file's key order).
+        self.time_embed = encoder.time_embed
+        self.input_blocks = encoder.input_blocks
+        self.zero_convs = nn.ModuleList(_zero_conv(c) for c in encoder.skip_channels)
         self.input_hint_block = _hint_block(hint_channels, hint_block_channels, model_channels)
-        self.middle_block = TimestepEmbedSequential(
-            ResBlock(ch, emb_ch, ch, use_checkpoint=use_checkpoint),
-            transformer(ch),
-            ResBlock(ch, emb_ch, ch, use_checkpoint=use_checkpoint),
-        )
+        self.middle_block = encoder.middle_block
+        ch = encoder.channels
         self.middle_block_out = _zero_conv(ch)
 
     @property

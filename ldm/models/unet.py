@@ -131,6 +131,85 @@ class ResBlock(nn.Module):
         return self.skip_connection(x) + self.out_layers(h)
 
 
+@dataclass(frozen=True)
+class TransformerFactory:
+    """Builds the SpatialTransformer of a given width with the original's head-count rule (see `UNetModel`)."""
+
+    num_heads: int
+    num_head_channels: int
+    legacy: bool
+    depth: int
+    context_dim: int
+    use_linear: bool
+    use_checkpoint: bool
+
+    def __call__(self, ch: int) -> SpatialTransformer:
+        if self.num_head_channels == -1:
+            heads, dim_head = self.num_heads, ch // self.num_heads
+        elif self.legacy:
+            heads, dim_head = ch // self.num_head_channels, ch // (ch // self.num_head_channels)
+        else:
+            heads, dim_head = ch // self.num_head_channels, self.num_head_channels
+        return SpatialTransformer(
+            ch,
+            heads,
+            dim_head,
+            depth=self.depth,
+            context_dim=self.context_dim,
+            use_linear=self.use_linear,
+            use_checkpoint=self.use_checkpoint,
+        )
+
+
+@dataclass
+class Encoder:
+    """The time embedding, input blocks and middle block shared by the UNet and ControlNet's control model."""
+
+    time_embed: nn.Sequential
+    input_blocks: nn.ModuleList
+    middle_block: TimestepEmbedSequential
+    skip_channels: list[int]  # output channels of each input block
+    channels: int  # channels at the bottom
+    ds: int  # downsampling factor at the bottom
+    emb_channels: int
+
+
+def build_encoder(
+    *,
+    in_channels: int,
+    model_channels: int,
+    attention_resolutions: Sequence[int],
+    num_res_blocks: int,
+    channel_mult: Sequence[int],
+    transformer: TransformerFactory,
+    use_checkpoint: bool,
+) -> Encoder:
+    """Build the SD UNet encoder layer for layer (key layout of `input_blocks.*` and `middle_block.*`)."""
+    emb_ch = model_channels * 4
+    time_embed = nn.Sequential(nn.Linear(model_channels, emb_ch), nn.SiLU(), nn.Linear(emb_ch, emb_ch))
+    input_blocks = nn.ModuleList([TimestepEmbedSequential(nn.Conv2d(in_channels, model_channels, 3, padding=1))])
+    skip_channels = [model_channels]
+    ch, ds = model_channels, 1
+    for level, mult in enumerate(channel_mult):
+        for _ in range(num_res_blocks):
+            layers: list[nn.Module] = [ResBlock(ch, emb_ch, mult * model_channels, use_checkpoint=use_checkpoint)]
+            ch = mult * model_channels
+            if ds in attention_resolutions:
+                layers.append(transformer(ch))
+            input_blocks.append(TimestepEmbedSequential(*layers))
+            skip_channels.append(ch)
+        if level != len(channel_mult) - 1:
+            input_blocks.append(TimestepEmbedSequential(Downsample(ch)))
+            skip_channels.append(ch)
+            ds *= 2
+    middle_block = TimestepEmbedSequential(
+        ResBlock(ch, emb_ch, ch, use_checkpoint=use_checkpoint),
+        transformer(ch),
+        ResBlock(ch, emb_ch, ch, use_checkpoint=use_checkpoint),
+    )
+    return Encoder(time_embed, input_blocks, middle_block, skip_channels, ch, ds, emb_ch)
+
+
 class UNetModel(nn.Module):
     """Stable Diffusion UNet.
 
@@ -212,51 +291,28 @@ class UNetModel(nn.Module):
         self.model_channels = model_channels
         self.num_levels = len(channel_mult)
 
-        def heads_for(ch: int) -> tuple[int, int]:
-            if num_head_channels == -1:
-                return num_heads, ch // num_heads
-            if legacy:
-                return ch // num_head_channels, ch // (ch // num_head_channels)
-            return ch // num_head_channels, num_head_channels
-
-        def transformer(ch: int) -> SpatialTransformer:
-            heads, dim_head = heads_for(ch)
-            return SpatialTransformer(
-                ch,
-                heads,
-                dim_head,
-                depth=transformer_depth,
-                context_dim=context_dim,
-                use_linear=use_linear_in_transformer,
-                use_checkpoint=use_checkpoint,
-            )
-
-        emb_ch = model_channels * 4
-        self.time_embed = nn.Sequential(nn.Linear(model_channels, emb_ch), nn.SiLU(), nn.Linear(emb_ch, emb_ch))
-
-        self.input_blocks = nn.ModuleList(
-            [TimestepEmbedSequential(nn.Conv2d(in_channels, model_channels, 3, padding=1))]
+        transformer = TransformerFactory(
+            num_heads=num_heads,
+            num_head_channels=num_head_channels,
+            legacy=legacy,
+            depth=transformer_depth,
+            context_dim=context_dim,
+            use_linear=use_linear_in_transformer,
+            use_checkpoint=use_checkpoint,
         )
-        skip_channels = [model_channels]
-        ch, ds = model_channels, 1
-        for level, mult in enumerate(channel_mult):
-            for _ in range(num_res_blocks):
-                layers: list[nn.Module] = [ResBlock(ch, emb_ch, mult * model_channels, use_checkpoint=use_checkpoint)]
-                ch = mult * model_channels
-                if ds in attention_resolutions:
-                    layers.append(transformer(ch))
-                self.input_blocks.append(TimestepEmbedSequential(*layers))
-                skip_channels.append(ch)
-            if level != len(channel_mult) - 1:
-                self.input_blocks.append(TimestepEmbedSequential(Downsample(ch)))
-                skip_channels.append(ch)
-                ds *= 2
-
-        self.middle_block = TimestepEmbedSequential(
-            ResBlock(ch, emb_ch, ch, use_checkpoint=use_checkpoint),
-            transformer(ch),
-            ResBlock(ch, emb_ch, ch, use_checkpoint=use_checkpoint),
+        encoder = build_encoder(
+            in_channels=in_channels,
+            model_channels=model_channels,
+            attention_resolutions=attention_resolutions,
+            num_res_blocks=num_res_blocks,
+            channel_mult=channel_mult,
+            transformer=transformer,
+            use_checkpoint=use_checkpoint,
         )
+        self.time_embed = encoder.time_embed
+        self.input_blocks = encoder.input_blocks
+        self.middle_block = encoder.middle_block
+        skip_channels, ch, ds, emb_ch = list(encoder.skip_channels), encoder.channels, encoder.ds, encoder.emb_channels
 
         self.output_blocks = nn.ModuleList()
         for level, mult in reversed(list(enumerate(channel_mult))):
