@@ -22,7 +22,6 @@ from __future__ import annotations
 import abc
 import importlib.util
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -37,27 +36,13 @@ from comparison_models.controlnet import ControlNet, control_scales
 from comparison_models.denoisers import ControlNetDenoiser, T2IAdapterDenoiser, check_base_model
 from comparison_models.t2i_adapter import Adapter
 from ldm.checkpoint import missing_file_message
-from ldm.conditioning import Conditioning
 from ldm.config import instantiate, load_config
 from ldm.inference.loading import build_model
-from ldm.inference.pipeline import (
-    DEFAULT_NEGATIVE_PROMPT,
-    PipelineOutput,
-    PoseInput,
-    PoseToImagePipeline,
-)
+from ldm.inference.pipeline import PoseCondition, PoseInput, PoseToImagePipeline
 from ldm.models.latent_diffusion import LatentDiffusion
 from ldm.pose.image import to_rgb_uint8
 from ldm.pose.keypoints import NUM_KEYPOINTS, Pose
-from ldm.samplers import (
-    ClassifierFreeGuidance,
-    Denoiser,
-    SamplingPlan,
-    TimestepSpacing,
-    get_sampler,
-    make_plan,
-    prepare_latents,
-)
+from ldm.samplers import Denoiser, SamplingPlan
 
 if TYPE_CHECKING:
     from ldm.demo.slots import ModelSlot, SlotOptions
@@ -93,7 +78,7 @@ def build_comparison_models(cfg: DictConfig) -> tuple[LatentDiffusion, nn.Module
 
 class PoseControlPipeline(PoseToImagePipeline, abc.ABC):
     """Common part of the ControlNet and T2I-Adapter pipelines: an SD-1.x model, a control model and the
-    OpenPose-18 control image. Subclasses say how the control reaches the UNet (`make_denoiser`).
+    OpenPose-18 control image. Subclasses say how the control reaches the UNet (`controlled_denoiser`).
 
     It is a `PoseToImagePipeline` (same call, same output, same input checks, sizing and precision handling);
     `__call__` differs only in the conditioning: no pose latent, a control image instead.
@@ -200,9 +185,7 @@ class PoseControlPipeline(PoseToImagePipeline, abc.ABC):
         """Load the control file into the control model (strict, with the kind checks)."""
 
     # ------------------------------------------------------------------ control image
-    def control_image(
-        self, pose: PoseInput, height: int, width: int, *, threshold: float = 0.05
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def render_condition(self, pose: PoseInput, height: int, width: int, *, threshold: float = 0.05) -> PoseCondition:
         """The OpenPose-18 control image of a pose input.
 
         Keypoints (a `Pose`, rescaled to the output size, or a (P, 17, 3) array in output pixels) are drawn with
@@ -210,15 +193,15 @@ class PoseControlPipeline(PoseToImagePipeline, abc.ABC):
         skeleton image is used as is (resized, nearest); None gives a black image.
 
         Returns:
-            ((height, width, 3) uint8 pose map for display, (height, width, 3) float64 canvas in [0, 255]; the
-            control input is the canvas / 255).
+            `PoseCondition`: the (height, width, 3) uint8 pose map for display and the float64 canvas in [0, 255]
+            (the control input is the canvas / 255, as the original).
         """
         from ldm.pose.convert import rescale_pose
         from ldm.pose.render import draw_openpose_skeleton
 
         if pose is None:
             canvas = np.zeros((height, width, 3), np.float64)
-            return canvas.astype(np.uint8), canvas
+            return PoseCondition(canvas.astype(np.uint8), canvas)
         if isinstance(pose, np.ndarray) and pose.ndim in (2, 3) and pose.shape[-2] == NUM_KEYPOINTS:
             pose = Pose.from_array(pose, width=width, height=height)
         if isinstance(pose, Pose):
@@ -227,12 +210,12 @@ class PoseControlPipeline(PoseToImagePipeline, abc.ABC):
             kept = [p.keypoints for p in pose.persons if np.float32(p.score) > threshold]
             kpts = np.stack(kept) if kept else np.zeros((0, NUM_KEYPOINTS, 3), np.float32)
             canvas = draw_openpose_skeleton(kpts, height, width, threshold=threshold, as_float=True)
-            return canvas.astype(np.uint8), canvas
+            return PoseCondition(canvas.astype(np.uint8), canvas)
         if isinstance(pose, (Image.Image, np.ndarray)):
             img = to_rgb_uint8(pose)
             if img.shape[:2] != (height, width):
                 img = np.asarray(Image.fromarray(img).resize((width, height), Image.Resampling.NEAREST))
-            return img, img.astype(np.float64)
+            return PoseCondition(img, img.astype(np.float64))
         raise TypeError(
             "pose must be a Pose, a (persons, 17, 3) keypoint array, a rendered pose image (PIL or HxWx3 array) "
             f"or None; got {type(pose).__name__}."
@@ -240,108 +223,34 @@ class PoseControlPipeline(PoseToImagePipeline, abc.ABC):
 
     def render_pose(self, pose: PoseInput, height: int, width: int, *, threshold: float = 0.05) -> np.ndarray:
         """The (height, width, 3) uint8 OpenPose-18 pose map these models are conditioned on."""
-        return self.control_image(pose, height, width, threshold=threshold)[0]
+        return self.render_condition(pose, height, width, threshold=threshold).display
+
+    @property
+    def uses_pose(self) -> bool:
+        """Control models always render the pose (it reaches the UNet through the control model)."""
+        return True
+
+    def pose_latents(self, condition: PoseCondition, batch: int, generator: torch.Generator) -> None:
+        """No pose latent is concatenated: the SD-1.x UNet has 4 input channels."""
+        return None
+
+    def make_denoiser(self, condition: PoseCondition | None, plan: SamplingPlan) -> Denoiser:
+        """The controlled denoiser of one call (hint = canvas / 255, (1, 3, H, W) on the device)."""
+        values = condition.values if condition is not None else None
+        hint = torch.from_numpy(values / 255.0).permute(2, 0, 1)[None].float().to(self.device)
+        return self.controlled_denoiser(hint, plan)
 
     @abc.abstractmethod
-    def make_denoiser(self, hint: torch.Tensor, plan: SamplingPlan) -> Denoiser:
+    def controlled_denoiser(self, hint: torch.Tensor, plan: SamplingPlan) -> Denoiser:
         """The controlled denoiser for one call; `hint`: (1, 3, H, W) control image in [0, 1] on the device."""
+
+    def extra_parameters(self) -> dict[str, Any]:
+        """The model name and the control options reported in `PipelineOutput.parameters`."""
+        return {"model": self.control_name, **self.control_parameters()}
 
     def control_parameters(self) -> dict[str, Any]:
         """Control options reported in `PipelineOutput.parameters`."""
         return {}
-
-    # ------------------------------------------------------------------ call
-    @torch.no_grad()
-    def __call__(
-        self,
-        prompt: str | list[str],
-        pose: PoseInput = None,
-        *,
-        negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
-        num_inference_steps: int = 50,
-        guidance_scale: float = 10.0,
-        eta: float = 0.0,
-        sampler: str = "ddim",
-        timestep_spacing: str = "trailing",
-        seed: int | None = None,
-        height: int | None = None,
-        width: int | None = None,
-        num_images: int = 1,
-        strength: float = 1.0,
-        init_image: Image.Image | np.ndarray | None = None,
-        pose_threshold: float = 0.05,
-        callback: Callable[[dict[str, Any]], None] | None = None,
-        progress: bool = False,
-    ) -> PipelineOutput:
-        """Generate `num_images` images per prompt; arguments and output as `PoseToImagePipeline.__call__`.
-
-        The pose is rendered as the OpenPose-18 skeleton (`control_image`) and reaches the UNet through the
-        control model in both classifier-free-guidance branches; `strength` < 1 (SDEdit from `init_image`) works
-        as for HumanSD although the original comparison scripts always started from noise.
-        """
-        prompts = self.check_inputs(prompt, num_images, num_inference_steps, guidance_scale, strength, init_image)
-        sample_fn = get_sampler(sampler, eta=eta)
-        try:
-            spacing = TimestepSpacing(timestep_spacing)
-        except ValueError:
-            raise ValueError(
-                f"Unknown timestep_spacing {timestep_spacing!r}; choose 'trailing' or 'original'."
-            ) from None
-        height, width = self._resolve_size(pose, height, width)
-        seed = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else int(seed)
-        generator = torch.Generator("cpu").manual_seed(seed)
-        model, dev = self.model, self.device
-        pose_map, canvas = self.control_image(pose, height, width, threshold=pose_threshold)
-        hint = (torch.from_numpy(canvas / 255.0).permute(2, 0, 1)[None].float()).to(dev)  # (1, 3, H, W) in [0, 1]
-        batch_prompts = [p for p in prompts for _ in range(num_images)]
-        b = len(batch_prompts)
-        with self._autocast():
-            # RNG order as PoseToImagePipeline without the pose latent: init image -> noise.
-            x0 = None
-            if strength < 1:
-                x0 = model.encode_images(self._init_tensor(init_image, height, width).expand(b, -1, -1, -1), generator)
-            cond = Conditioning(model.encode_text(batch_prompts))
-            uncond = Conditioning(model.encode_text([negative_prompt]).expand(b, -1, -1))
-            guidance = ClassifierFreeGuidance(guidance_scale, uncond)
-            plan = make_plan(model.alphas_cumprod, num_inference_steps, spacing=spacing, strength=strength)
-            denoiser = self.make_denoiser(hint, plan)
-            shape = (b, model.vae.embed_dim, height // model.downsample_factor, width // model.downsample_factor)
-            noise = torch.randn(shape, generator=generator).to(dev)
-            x = prepare_latents(plan, noise, x0)
-            step_gen = torch.Generator(dev).manual_seed(seed + 1) if eta > 0 else None
-            latents = sample_fn(
-                denoiser,
-                x,
-                plan,
-                cond=cond,
-                guidance=guidance,
-                generator=step_gen,
-                callback=callback,
-                progress=progress,
-            )
-            images = model.decode_latents(latents.to(torch.float32))
-        images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
-        params = {
-            "model": self.control_name,
-            "prompt": prompts if len(prompts) > 1 else prompts[0],
-            "negative_prompt": negative_prompt,
-            "num_inference_steps": num_inference_steps,
-            "guidance_scale": guidance_scale,
-            "eta": eta,
-            "sampler": str(sampler),
-            "timestep_spacing": spacing.value,
-            "seed": seed,
-            "height": height,
-            "width": width,
-            "num_images": num_images,
-            "strength": strength,
-            "pose_threshold": pose_threshold,
-            "precision": self.precision,
-            **self.control_parameters(),
-        }
-        return PipelineOutput(
-            images=[Image.fromarray(a.numpy()) for a in images], pose_map=Image.fromarray(pose_map), parameters=params
-        )
 
 
 class ControlNetPipeline(PoseControlPipeline):
@@ -386,7 +295,7 @@ class ControlNetPipeline(PoseControlPipeline):
         """`comparison_models.checkpoints.load_controlnet`."""
         load_controlnet(control_model, path, trust_pickle=trust_pickle)
 
-    def make_denoiser(self, hint: torch.Tensor, plan: SamplingPlan) -> ControlNetDenoiser:
+    def controlled_denoiser(self, hint: torch.Tensor, plan: SamplingPlan) -> ControlNetDenoiser:
         """`ControlNetDenoiser` with `[control_strength] * 13` scales (the plan is not needed)."""
         scales = control_scales(self.control_strength, num_outputs=self.control_model.num_outputs)
         return ControlNetDenoiser(self.model, self.control_model, hint, scales)
@@ -451,7 +360,7 @@ class T2IAdapterPipeline(PoseControlPipeline):
         """`comparison_models.checkpoints.load_adapter`."""
         load_adapter(control_model, path, trust_pickle=trust_pickle)
 
-    def make_denoiser(self, hint: torch.Tensor, plan: SamplingPlan) -> T2IAdapterDenoiser:
+    def controlled_denoiser(self, hint: torch.Tensor, plan: SamplingPlan) -> T2IAdapterDenoiser:
         """`T2IAdapterDenoiser` (features computed once, here; the plan drives `cond_tau`)."""
         return T2IAdapterDenoiser(
             self.model, self.control_model, hint, cond_weight=self.cond_weight, cond_tau=self.cond_tau, plan=plan

@@ -515,8 +515,8 @@ POSE = np.array([[(x, y, 1.0) for x, y in _XY]], dtype=np.float32)  # (1, 17, 3)
 def test_pipelines_generate_with_the_openpose_control(files, cls, config, name):
     pipe = cls.from_files(files / "v1-5-pruned.ckpt", files / name, config=config)
     hints, steps = [], []
-    make = pipe.make_denoiser
-    pipe.make_denoiser = lambda hint, plan: hints.append(hint) or make(hint, plan)
+    make = pipe.controlled_denoiser
+    pipe.controlled_denoiser = lambda hint, plan: hints.append(hint) or make(hint, plan)
     kwargs = {"num_inference_steps": 2, "seed": 3, "guidance_scale": 5.0, "negative_prompt": "blurry"}
     out = pipe("a dancer", POSE, callback=lambda info: steps.append((info["i"], info["total"])), **kwargs)
     assert pipe.default_size == (64, 64) and out.images[0].size == (64, 64) and steps == [(0, 2), (1, 2)]

@@ -24,7 +24,15 @@ from ldm.inference.loading import load_model
 from ldm.models.latent_diffusion import LatentDiffusion
 from ldm.pose.image import to_rgb_uint8
 from ldm.pose.keypoints import NUM_KEYPOINTS, Pose
-from ldm.samplers import ClassifierFreeGuidance, TimestepSpacing, get_sampler, make_plan, prepare_latents
+from ldm.samplers import (
+    ClassifierFreeGuidance,
+    Denoiser,
+    SamplingPlan,
+    TimestepSpacing,
+    get_sampler,
+    make_plan,
+    prepare_latents,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +45,20 @@ DEFAULT_ADDED_PROMPT = "detailed background, best quality, extremely detailed"
 
 PoseInput = Pose | np.ndarray | Image.Image | None
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class PoseCondition:
+    """A rendered pose condition.
+
+    Args:
+        display: (H, W, 3) uint8 pose map (shown to users, saved next to samples).
+        values: (H, W, 3) float64 map the model consumes, in [0, 255] (equal to `display` for HumanSD; the
+            un-truncated blended canvas for the OpenPose-style control models, as the original fed them).
+    """
+
+    display: np.ndarray
+    values: np.ndarray
 
 
 @dataclass
@@ -226,14 +248,17 @@ class PoseToImagePipeline:
         """
         prompts = self.check_inputs(prompt, num_images, num_inference_steps, guidance_scale, strength, init_image)
         sample_fn = get_sampler(sampler, eta=eta)
-        spacing = TimestepSpacing(timestep_spacing) if timestep_spacing in TimestepSpacing._value2member_map_ else None
-        if spacing is None:
-            raise ValueError(f"Unknown timestep_spacing {timestep_spacing!r}; choose 'trailing' or 'original'.")
+        try:
+            spacing = TimestepSpacing(timestep_spacing)
+        except ValueError:
+            raise ValueError(
+                f"Unknown timestep_spacing {timestep_spacing!r}; choose 'trailing' or 'original'."
+            ) from None
         height, width = self._resolve_size(pose, height, width)
         seed = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else int(seed)
         generator = torch.Generator("cpu").manual_seed(seed)
         model, dev = self.model, self.device
-        pose_map = self.render_pose(pose, height, width, threshold=pose_threshold) if model.pose_conditioning else None
+        condition = self.render_condition(pose, height, width, threshold=pose_threshold) if self.uses_pose else None
         batch_prompts = [p for p in prompts for _ in range(num_images)]
         b = len(batch_prompts)
         with self._autocast():
@@ -243,20 +268,25 @@ class PoseToImagePipeline:
                 init = self._init_tensor(init_image, height, width).expand(b, -1, -1, -1)
                 x0 = model.encode_images(init, generator)
             crossattn = model.encode_text(batch_prompts)
-            concat = None
-            if pose_map is not None:
-                pose_t = _to_model_range(pose_map, dev).expand(b, -1, -1, -1)
-                concat = model.encode_images(pose_t, generator)
+            concat = self.pose_latents(condition, b, generator) if condition is not None else None
             cond = Conditioning(crossattn, concat)
             uncond = Conditioning(model.encode_text([negative_prompt]).expand(b, -1, -1), concat)
             guidance = ClassifierFreeGuidance(guidance_scale, uncond)
             plan = make_plan(model.alphas_cumprod, num_inference_steps, spacing=spacing, strength=strength)
+            denoiser = self.make_denoiser(condition, plan)
             shape = (b, model.vae.embed_dim, height // model.downsample_factor, width // model.downsample_factor)
             noise = torch.randn(shape, generator=generator).to(dev)
             x = prepare_latents(plan, noise, x0)
             step_gen = torch.Generator(dev).manual_seed(seed + 1) if eta > 0 else None
             latents = sample_fn(
-                model, x, plan, cond=cond, guidance=guidance, generator=step_gen, callback=callback, progress=progress
+                denoiser,
+                x,
+                plan,
+                cond=cond,
+                guidance=guidance,
+                generator=step_gen,
+                callback=callback,
+                progress=progress,
             )
             images = model.decode_latents(latents.to(torch.float32))
         images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
@@ -275,12 +305,37 @@ class PoseToImagePipeline:
             "strength": strength,
             "pose_threshold": pose_threshold,
             "precision": self.precision,
+            **self.extra_parameters(),
         }
         return PipelineOutput(
             images=[Image.fromarray(a.numpy()) for a in images],
-            pose_map=Image.fromarray(pose_map) if pose_map is not None else None,
+            pose_map=Image.fromarray(condition.display) if condition is not None else None,
             parameters=params,
         )
+
+    # ------------------------------------------------------------------ hooks (overridden by control pipelines)
+    @property
+    def uses_pose(self) -> bool:
+        """Whether calls render a pose condition (HumanSD: the model concatenates the pose latent)."""
+        return self.model.pose_conditioning
+
+    def render_condition(self, pose: PoseInput, height: int, width: int, *, threshold: float) -> PoseCondition:
+        """The pose condition of a call: HumanSD's skeleton map (display and values are the same image)."""
+        pose_map = self.render_pose(pose, height, width, threshold=threshold)
+        return PoseCondition(pose_map, pose_map.astype(np.float64))
+
+    def pose_latents(self, condition: PoseCondition, batch: int, generator: torch.Generator) -> torch.Tensor | None:
+        """Latents concatenated to the noisy latent: the VAE posterior sample of the pose map, per batch item."""
+        pose_t = _to_model_range(condition.display, self.device).expand(batch, -1, -1, -1)
+        return self.model.encode_images(pose_t, generator)
+
+    def make_denoiser(self, condition: PoseCondition | None, plan: SamplingPlan) -> Denoiser:
+        """The denoiser the sampler runs (the model itself; control pipelines wrap it)."""
+        return self.model
+
+    def extra_parameters(self) -> dict[str, Any]:
+        """Pipeline-specific entries of `PipelineOutput.parameters`."""
+        return {}
 
     def _init_tensor(self, init_image: Any, height: int, width: int) -> torch.Tensor:
         if init_image is None:
