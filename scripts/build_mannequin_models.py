@@ -73,6 +73,7 @@ def stage_vae(args: argparse.Namespace) -> None:
 def stage_init(args: argparse.Namespace) -> None:
     from ldm.config import load_config
     from ldm.data.humansd import HumanPoseDataset
+    from ldm.diffusion.schedule import SCHEDULE_BUFFER_NAMES
     from ldm.inference.loading import build_model
 
     torch.manual_seed(args.seed)  # seeds the frozen text tower and the UNet init
@@ -86,9 +87,10 @@ def stage_init(args: argparse.Namespace) -> None:
     std = float(model.vae.encode(images).sample(torch.Generator().manual_seed(0)).std())
     logger.info("VAE latent std %.4f -> scale factor %.5f (config has %.5f)", std, 1 / std, model.scale_factor)
     state = model.state_dict()
-    base = {
-        k: v.half().contiguous() for k, v in state.items() if k.startswith(("first_stage_model.", "cond_stage_model."))
-    }
+    # Shared by every tiny UNet: VAE + text tower (fp16) and the schedule buffers (kept float32).
+    prefixes = ("first_stage_model.", "cond_stage_model.")
+    base = {k: v.half().contiguous() for k, v in state.items() if k.startswith(prefixes)}
+    base.update({k: state[k].contiguous() for k in SCHEDULE_BUFFER_NAMES})
     TINY.mkdir(parents=True, exist_ok=True)
     save_file(base, str(TINY / "base-tiny.safetensors"), metadata={"latent_std": f"{std:.6f}", "seed": str(args.seed)})
     INIT.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,127 @@
+"""Evaluate the tiny HumanSD models on the mannequin world's validation split (the ablation of issue #5).
+
+For each loss mode (plain / paper / reference) it generates one image per validation entry with the shipped (or
+given) UNet, then measures with the project's metric code: pose AP of the tiny pose net's detections against the
+conditioning poses (pycocotools), PCE, and caption colour adherence on pixels. The real validation renders are
+evaluated the same way as the reference row (the pose net's own AP on real images).
+
+Example:
+    python scripts/evaluate_mannequin.py --limit 150 --steps 25 --outdir outputs/mannequin_eval
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ldm.data.humansd import read_mappings
+from ldm.inference.batch import run_batch
+from ldm.inference.defaults import TINY_CONFIG
+from ldm.inference.pipeline import PoseToImagePipeline
+from ldm.metrics.color_adherence import mean_adherence
+from ldm.metrics.evaluate import EvalOptions, evaluate
+from ldm.metrics.inputs import EvalItem, EvalSet, load_index
+from ldm.pose.convert import rescale_pose
+from ldm.pose.estimator import PoseEstimator
+from ldm.pose.io import load_pose
+
+logger = logging.getLogger("evaluate_mannequin")
+
+WORLD = Path("humansd_data/datasets/Mannequin")
+TINY = Path("humansd_data/checkpoints/tiny")
+POSE_CONFIG = Path("configs/pose/higherhrnet_tiny_mannequin.yaml")
+
+
+def _adherence(eval_set: EvalSet) -> dict[str, float]:
+    images, captions, poses = [], [], []
+    for item in eval_set.items:
+        images.append(np.asarray(Image.open(item.image_path).convert("RGB")))
+        captions.append(item.prompt)
+        with Image.open(item.reference_image) as ref:
+            w, h = ref.size
+        pose = load_pose(item.pose_path, width=w, height=h)
+        poses.append(rescale_pose(pose, images[-1].shape[1], images[-1].shape[0]))
+    return mean_adherence(images, captions, poses)
+
+
+def _score(eval_set: EvalSet, detector: PoseEstimator) -> dict[str, float]:
+    result = evaluate(eval_set, detector=detector, options=EvalOptions(metrics=("pose",)))
+    m = result.overall.metrics
+    adherence = _adherence(eval_set)
+    return {
+        "images": result.overall.counts.get("images", len(eval_set.items)),
+        "AP": m.get("AP"),
+        "AP50": m.get("AP50"),
+        "PCE": m.get("PCE"),
+        "adherence": adherence["score"],
+    }
+
+
+def _real_set(records) -> EvalSet:
+    items = [
+        EvalItem(r.key, r.image_path, r.prompt, Path(r.image).parent.name, r.pose_path, r.image_path) for r in records
+    ]
+    return EvalSet(items, source="real validation renders")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--modes", nargs="+", default=["plain", "paper", "reference"], help="UNets to evaluate")
+    p.add_argument("--seeds", nargs="+", type=int, default=[23], help="training seeds (files *-s<seed> if != 23)")
+    p.add_argument("--limit", type=int, default=150, help="validation entries")
+    p.add_argument("--steps", type=int, default=25, help="DDIM steps")
+    p.add_argument("--scale", type=float, default=3.0, help="guidance scale")
+    p.add_argument("--outdir", type=Path, default=Path("outputs/mannequin_eval"), help="output folder")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.set_num_threads(args.threads)
+    records = read_mappings(WORLD / "mapping_file_validation.json")[: args.limit]
+    detector = PoseEstimator.from_checkpoint(TINY / "pose-tiny.safetensors", POSE_CONFIG)
+    rows = {"real renders": _score(_real_set(records), detector)}
+    for mode in args.modes:
+        for seed in args.seeds:
+            name = f"humansd-tiny-{mode}" + ("" if seed == 23 else f"-s{seed}")
+            unet = TINY / f"{name}.safetensors"
+            if not unet.is_file():
+                logger.warning("Skipping %s: %s not found", name, unet)
+                continue
+            start = time.perf_counter()
+            pipe = PoseToImagePipeline.from_config(TINY_CONFIG, [TINY / "base-tiny.safetensors", unet])
+            out = args.outdir / name
+            run_batch(
+                pipe,
+                records,
+                out,
+                n=1,
+                seed=1,
+                progress=False,
+                negative_prompt="",
+                num_inference_steps=args.steps,
+                guidance_scale=args.scale,
+            )
+            rows[f"{mode} (seed {seed})"] = _score(load_index(out), detector)
+            logger.info("%s: %s in %.0f s", name, rows[f"{mode} (seed {seed})"], time.perf_counter() - start)
+    args.outdir.mkdir(parents=True, exist_ok=True)
+    (args.outdir / "ablation.json").write_text(json.dumps(rows, indent=1))
+    lines = ["| model | images | pose AP | AP50 | PCE | caption adherence |", "|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+        lines.append(
+            f"| {name} | {r['images']} | {fmt(r['AP'])} | {fmt(r['AP50'])} | {fmt(r['PCE'])} | {fmt(r['adherence'])} |"
+        )
+    (args.outdir / "ablation.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
