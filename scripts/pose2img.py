@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0")
     model.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32", help="autocast precision")
     model.add_argument("--trust-checkpoint", action="store_true", help="allow pickles beyond weights_only")
+    fast = p.add_argument_group("speed and memory (see ldm/inference/fast_path.py)")
+    fast.add_argument("--channels-last", action="store_true", help="UNet in channels-last memory format")
+    fast.add_argument("--compile", action="store_true", help="torch.compile the UNet (the first image compiles)")
+    fast.add_argument("--vae-slicing", action="store_true", help="decode one image at a time (less memory)")
+    fast.add_argument("--vae-tiling", action="store_true", help="decode in overlapping tiles (large images)")
     return p
 
 
@@ -141,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
             precision=args.precision,
             allow_random=ckpt is None,
             trust_pickle=True if args.trust_checkpoint else None,
+            channels_last=args.channels_last,
+            compile_unet=args.compile,
+            vae_slicing=args.vae_slicing,
+            vae_tiling=args.vae_tiling,
         )
         extra = {
             "config": str(config),

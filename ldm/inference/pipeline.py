@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from ldm.conditioning import Conditioning
+from ldm.inference.fast_path import FastPathOptions, apply_fast_path, decode_latents
 from ldm.inference.loading import load_model
 from ldm.models.latent_diffusion import LatentDiffusion
 from ldm.pose.image import to_rgb_uint8
@@ -85,6 +86,11 @@ class PoseToImagePipeline:
         precision: "fp32" (default), "bf16" or "fp16" autocast for the UNet and VAE on the device.
         default_size: (height, width) used when neither the call nor a pose image gives a size.
         skeleton_width: limb width of rendered pose maps (10 at 512 px, as the model was trained).
+        channels_last: UNet weights in `torch.channels_last` memory format (see `ldm.inference.fast_path`).
+        compile_unet: `torch.compile` the UNet (the first call compiles).
+        vae_slicing: decode one image of the batch at a time (lower peak memory, same result).
+        vae_tiling: decode overlapping latent tiles blended linearly (bounded memory for large images; close to,
+            not bit-equal with, the plain decode when the latent spans several tiles).
     """
 
     def __init__(
@@ -95,6 +101,10 @@ class PoseToImagePipeline:
         precision: str = "fp32",
         default_size: tuple[int, int] = (512, 512),
         skeleton_width: int = 10,
+        channels_last: bool = False,
+        compile_unet: bool = False,
+        vae_slicing: bool = False,
+        vae_tiling: bool = False,
     ):
         if precision not in PRECISIONS:
             raise ValueError(f"Unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}.")
@@ -103,6 +113,10 @@ class PoseToImagePipeline:
         self.precision = precision
         self.default_size = default_size
         self.skeleton_width = skeleton_width
+        self.fast_path = FastPathOptions(
+            channels_last=channels_last, compile_unet=compile_unet, vae_slicing=vae_slicing, vae_tiling=vae_tiling
+        )
+        apply_fast_path(self.model, self.fast_path)
 
     @classmethod
     def from_config(
@@ -114,13 +128,22 @@ class PoseToImagePipeline:
         precision: str = "fp32",
         allow_random: bool = False,
         trust_pickle: bool | None = None,
+        **fast_path: bool,
     ) -> PoseToImagePipeline:
-        """Build the model from a YAML config and load its checkpoint (see `ldm.inference.loading.load_model`)."""
+        """Build the model from a YAML config and load its checkpoint (see `ldm.inference.loading.load_model`).
+
+        `fast_path` keywords (`channels_last`, `compile_unet`, `vae_slicing`, `vae_tiling`) go to `__init__`.
+        """
         model, cfg = load_model(config, checkpoint, allow_random=allow_random, trust_pickle=trust_pickle)
         size = cfg.get("defaults", {}).get("size", 512)
         width = cfg.get("defaults", {}).get("skeleton_width", 10)
         return cls(
-            model, device=device, precision=precision, default_size=(int(size), int(size)), skeleton_width=int(width)
+            model,
+            device=device,
+            precision=precision,
+            default_size=(int(size), int(size)),
+            skeleton_width=int(width),
+            **fast_path,
         )
 
     # ------------------------------------------------------------------ inputs
@@ -288,7 +311,7 @@ class PoseToImagePipeline:
                 callback=callback,
                 progress=progress,
             )
-            images = model.decode_latents(latents.to(torch.float32))
+            images = decode_latents(model, latents.to(torch.float32), self.fast_path)
         images = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
         params = {
             "prompt": prompts if len(prompts) > 1 else prompts[0],

@@ -11,7 +11,7 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -230,3 +230,84 @@ class AutoencoderKL(nn.Module):
     def decode_sliced(self, z: torch.Tensor, *, slice_size: int = 1) -> torch.Tensor:
         """Decode a few latents at a time to bound peak memory (same result as `decode`)."""
         return torch.cat([self.decode(chunk) for chunk in z.split(slice_size)])
+
+    def decode_tiled(self, z: torch.Tensor, *, tile: int = 64, overlap: int = 16) -> torch.Tensor:
+        """Decode overlapping latent tiles and blend them linearly, to bound peak memory at large sizes.
+
+        Each tile is decoded on its own, so GroupNorm statistics and the mid-block attention see one tile,
+        not the whole latent (as diffusers' tiled VAE): the result is close to, not bit-equal with, `decode`
+        when there is more than one tile, and equal when the latent fits in one tile.
+
+        Args:
+            z: (B, embed_dim, h, w) unscaled latents, any h and w (they need not be multiples of the tile).
+            tile: tile side in latent pixels.
+            overlap: latent pixels shared by neighbouring tiles (blended with linear ramps), < tile.
+
+        Returns:
+            (B, 3, h*f, w*f), as `decode`.
+        """
+        return tiled_map(self.decode, z, tile=tile, overlap=overlap, scale=self.downsample_factor)
+
+
+def _tile_starts(size: int, tile: int, stride: int) -> list[int]:
+    """Start offsets of tiles of side `tile` covering [0, size), the last one flush with the end."""
+    if size <= tile:
+        return [0]
+    starts = list(range(0, size - tile + 1, stride))
+    if starts[-1] + tile < size:
+        starts.append(size - tile)
+    return starts
+
+
+def _ramp(length: int, overlap: int, *, left: bool, right: bool) -> torch.Tensor:
+    """1-D blending weights at the edges shared with a neighbour: over `overlap` samples, 0 on the outer quarter
+    (where a tile's own border effects live), a linear ramp on the middle half, 1 inside."""
+    w = torch.ones(length)
+    margin = overlap // 4
+    n = overlap - 2 * margin
+    if n > 0:
+        ramp = torch.cat([torch.zeros(margin), (torch.arange(n) + 0.5) / n])
+        if left:
+            w[: margin + n] = ramp
+        if right:
+            w[length - margin - n :] = ramp.flip(0)
+    return w
+
+
+def tiled_map(
+    fn: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, *, tile: int, overlap: int, scale: int = 1
+) -> torch.Tensor:
+    """Apply `fn` ((B, C, th, tw) -> (B, C', th*scale, tw*scale)) on overlapping tiles of `z` and blend.
+
+    Overlaps are blended with linear ramps (weight 0 on the outer quarter of each overlap, normalised per
+    pixel), so a local `fn` whose receptive field is at most a quarter of the overlap gives the same result as
+    `fn(z)`; any size works, the last tile of a row or column is shifted to end flush with the input.
+
+    Args:
+        fn: the per-tile function (e.g. `AutoencoderKL.decode`).
+        z: (B, C, h, w) input.
+        tile: tile side in input pixels.
+        overlap: input pixels shared by neighbouring tiles, in [0, tile).
+        scale: output pixels per input pixel.
+    """
+    if tile <= 0 or not 0 <= overlap < tile:
+        raise ValueError(f"Need tile > 0 and 0 <= overlap < tile; got tile={tile}, overlap={overlap}.")
+    h, w = z.shape[-2:]
+    if h <= tile and w <= tile:
+        return fn(z)
+    rows, cols = _tile_starts(h, tile, tile - overlap), _tile_starts(w, tile, tile - overlap)
+    out = weight = None
+    for i, y in enumerate(rows):
+        for j, x in enumerate(cols):
+            part = fn(z[..., y : y + tile, x : x + tile])
+            th, tw = part.shape[-2:]
+            wy = _ramp(th, overlap * scale, left=i > 0, right=i < len(rows) - 1)
+            wx = _ramp(tw, overlap * scale, left=j > 0, right=j < len(cols) - 1)
+            mask = (wy[:, None] * wx[None, :]).to(part.device, torch.float32)
+            if out is None:
+                out = part.new_zeros((*part.shape[:-2], h * scale, w * scale), dtype=torch.float32)
+                weight = out.new_zeros((h * scale, w * scale))
+            ys, xs = slice(y * scale, y * scale + th), slice(x * scale, x * scale + tw)
+            out[..., ys, xs] += part.float() * mask
+            weight[ys, xs] += mask
+    return (out / weight).to(part.dtype)

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# GPU benchmark suite for one CUDA GPU (issue #9). Not run yet: no device was lent to the session that wrote it.
+#
+#   bash benchmarks/gpu.sh                 # from the repository root, in the project's virtual environment
+#   PY=.venv/bin/python OUT_DIR=outputs/benchmarks/gpu STEP_TIMEOUT=300 bash benchmarks/gpu.sh
+#
+# Steps (each under `timeout $STEP_TIMEOUT`; a failed or timed-out step is reported and the suite goes on):
+#   1. UNet it/s at 512² (64² latent), batch 2 = batch 1 with CFG: ours eager, ours torch.compile, diffusers
+#      (same weights, outputs checked equal first), fp32 / bf16 / fp16 autocast, peak allocated memory per UNet.
+#   2. End-to-end sampling at 512², 20 DDIM steps, SD-2.1-size HumanSD (random weights): s/image and peak memory,
+#      plain vs torch.compile vs bf16 (+channels-last) vs VAE tiling.
+#   3. Training step time and memory at 512²: plain vs heatmap-guided loss, bf16-mixed, random pose-net weights.
+# Results: $OUT_DIR/*.log and *.json; copy the tables into benchmarks/RESULTS.md with the GPU's name.
+set -uo pipefail
+
+PY=${PY:-python}
+OUT_DIR=${OUT_DIR:-outputs/benchmarks/gpu}
+STEP_TIMEOUT=${STEP_TIMEOUT:-480}
+mkdir -p "$OUT_DIR"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; "$PY" -c "import torch; print(torch.__version__, torch.version.cuda)"; } \
+    | tee "$OUT_DIR/device.txt"
+
+failed=0
+run_step() {  # run_step NAME CMD... : run CMD with a timeout, log to $OUT_DIR/NAME.log
+    local name=$1
+    shift
+    echo "== $name: $*"
+    timeout "$STEP_TIMEOUT" "$@" 2>&1 | tee "$OUT_DIR/$name.log"
+    local rc=${PIPESTATUS[0]}
+    if [ "$rc" -ne 0 ]; then
+        echo "!! $name failed (rc=$rc; 124 = timed out after ${STEP_TIMEOUT}s)"
+        failed=$((failed + 1))
+    fi
+}
+step() { local name=$1; shift; run_step "$name" "$PY" -m benchmarks "$@"; }
+
+step unet512 unet_vs_diffusers --device cuda --sizes 512 --dtypes fp32 bf16 fp16 --batch-size 2 \
+    --iters 20 --warmup 3 --threads 8 --compile --channels-last --json "$OUT_DIR/unet512.json"
+step sampling512 sampling --full-size --device cuda --size 512 --steps 20 --iters 3 --threads 8 \
+    --variants plain compile bf16 bf16_channels_last vae_tiling --json "$OUT_DIR/sampling512.json"
+# train_step.py reports time only: this wrapper adds the CUDA allocator's peak (max over its loss variants).
+run_step train512 "$PY" -c 'import sys, torch
+from benchmarks.train_step import main
+rc = main(sys.argv[1:])
+print(f"peak CUDA memory allocated (max over variants): {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+sys.exit(rc or 0)' --config configs/humansd/humansd-finetune.yaml --device cuda --precision bf16-mixed \
+    --random-pose-net --batch-size 1 --size 512 --steps 10 --warmup 3 --threads 8 --json "$OUT_DIR/train512.json"
+
+echo "== done: $failed step(s) failed; results in $OUT_DIR"
+exit "$failed"

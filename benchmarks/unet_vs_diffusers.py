@@ -1,0 +1,239 @@
+"""Seconds per UNet call: our `UNetModel` vs `diffusers.UNet2DConditionModel` holding the SAME weights.
+
+Both networks live in this one process. The diffusers UNet is built from ours with diffusers' own LDM conversion
+utilities (as `ldm.interop.diffusers.to_diffusers`); before any timing the two outputs are checked equal in fp32
+(max abs difference <= ``--tol``, default 1e-4), otherwise the benchmark aborts. Timed calls alternate between the
+two implementations (ours, diffusers, ours, ...) so that background load hits both alike; the median of ``--iters``
+calls per implementation and the ratio of each to ours (seconds / ours' seconds; > 1: ours is faster) are
+reported; ``--compile`` and ``--channels-last`` add our UNet under `torch.compile` / in channels-last format
+(CUDA peak memory is reported per implementation).
+
+Weights are random (slightly perturbed so zero-initialised layers do not hide differences): timing only. The batch
+is 2 by default: one classifier-free-guidance step (conditional + unconditional) for one image. bf16 runs under
+`torch.autocast` (what `PoseToImagePipeline(precision="bf16")` does), fp32 runs without.
+
+Examples:
+    python -m benchmarks unet_vs_diffusers --sizes 256 --dtypes fp32 bf16 --iters 3 --threads 1
+    python -m benchmarks unet_vs_diffusers --config configs/tiny/humansd-tiny.yaml --sizes 64 --iters 5
+    python -m benchmarks unet_vs_diffusers --device cuda --sizes 512 --batch-size 2 --iters 20 --threads 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import logging
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ldm.config import instantiate, load_config, to_container
+from ldm.models.unet import UNetModel
+
+logger = logging.getLogger("unet_vs_diffusers")
+
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show defaults and keep the description's example layout."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=Path("configs/stable-diffusion/v2-inference.yaml"),
+        help="model config whose model.params.unet is benchmarked (default: full-size SD-2.1)",
+    )
+    p.add_argument("--sizes", type=int, nargs="+", default=[256], help="image sides (latent side = size / 8)")
+    p.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["fp32", "bf16"], help="precisions")
+    p.add_argument("--batch-size", type=int, default=2, help="UNet batch (2 = one CFG step for one image)")
+    p.add_argument("--iters", type=int, default=3, help="timed calls per implementation, size and dtype")
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls per implementation, size and dtype")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (keep 1 on a shared machine)")
+    p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--compile", action="store_true", help="also time our UNet under torch.compile")
+    p.add_argument("--channels-last", action="store_true", help="also time our UNet in channels-last format")
+    p.add_argument("--tol", type=float, default=1e-4, help="max abs fp32 difference allowed before timing")
+    p.add_argument("--json", type=Path, help="also write the results as JSON")
+    return p
+
+
+def build_unet(config: Path, seed: int = 0) -> tuple[UNetModel, dict[str, Any]]:
+    """Our UNet from `model.params.unet` of a config, with perturbed random weights, and the VAE ddconfig."""
+    cfg = load_config(config)
+    params = cfg.model.params
+    torch.manual_seed(seed)
+    unet = instantiate(params.unet).eval()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.02)
+    return unet, to_container(params.vae.params)
+
+
+def diffusers_unet_like(unet: UNetModel, vae_params: dict[str, Any]) -> nn.Module:
+    """A diffusers `UNet2DConditionModel` with our weights, via diffusers' own LDM conversion (strict load)."""
+    from diffusers import UNet2DConditionModel
+    from diffusers.loaders import single_file_utils as sfu
+
+    unet_params = {k: v for k, v in unet.config.items() if not (k.startswith("num_head") and v == -1)}
+    cfg = {"model": {"params": {"unet_config": {"params": unet_params}, "first_stage_config": {"params": vae_params}}}}
+    ckpt = {f"model.diffusion_model.{k}": v.detach() for k, v in unet.state_dict().items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dcfg = sfu.create_unet_diffusers_config_from_ldm(cfg, ckpt)
+        ref = UNet2DConditionModel(**dcfg)
+        ref.load_state_dict(sfu.convert_ldm_unet_checkpoint(ckpt, dcfg), strict=True)
+    return ref.eval()
+
+
+def make_inputs(unet: UNetModel, size: int, batch: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    gen = torch.Generator().manual_seed(size)
+    side = size // 8
+    x = torch.randn(batch, unet.config["in_channels"], side, side, generator=gen)
+    ctx = torch.randn(batch, 77, unet.config["context_dim"], generator=gen)
+    t = torch.linspace(1, 999, batch).long()
+    return x.to(device), t.to(device), ctx.to(device)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_impls(
+    impls: dict[str, nn.Module],
+    inputs: tuple[torch.Tensor, ...],
+    dtype: torch.dtype | None,
+    iters: int,
+    warmup: int,
+) -> dict[str, Any]:
+    """Interleaved timing of the UNets on the same inputs: medians, ratios to "ours", output differences to "ours"
+    and (CUDA) peak allocated memory per implementation."""
+    x, t, ctx = inputs
+    device = x.device
+    amp = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+    def call(name: str) -> torch.Tensor:
+        if name.startswith("diffusers"):
+            return impls[name](x, t, encoder_hidden_states=ctx).sample
+        return impls[name](x, t, ctx)
+
+    times: dict[str, list[float]] = {name: [] for name in impls}
+    outs: dict[str, torch.Tensor] = {}
+    peaks: dict[str, float] = {}
+    with torch.no_grad(), amp:
+        for i in range(warmup + iters):
+            for name in impls:
+                _sync(device)
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                start = time.perf_counter()
+                outs[name] = call(name)
+                _sync(device)
+                if i >= warmup:
+                    times[name].append(time.perf_counter() - start)
+                if device.type == "cuda":
+                    peaks[name] = torch.cuda.max_memory_allocated(device) / 2**20
+    row: dict[str, Any] = {}
+    ours_s = statistics.median(times["ours"])
+    for name, values in times.items():
+        med = statistics.median(values)
+        row[f"{name}_s"] = med
+        row[f"{name}_it_per_s"] = 1.0 / med
+        row[f"{name}_all_s"] = values
+        if name != "ours":
+            row[f"ratio_{name}_over_ours"] = med / ours_s
+            row[f"{name}_max_abs_diff"] = (outs["ours"].float() - outs[name].float()).abs().max().item()
+        if name in peaks:
+            row[f"{name}_peak_mib"] = peaks[name]
+    return row
+
+
+def check_equal(ours: nn.Module, ref: nn.Module, inputs: tuple[torch.Tensor, ...], tol: float) -> float:
+    """Max abs difference of the fp32 outputs; raises if above `tol`."""
+    x, t, ctx = inputs
+    with torch.no_grad():
+        diff = (ours(x, t, ctx) - ref(x, t, encoder_hidden_states=ctx).sample).abs().max().item()
+    if diff > tol:
+        raise RuntimeError(f"Outputs differ by {diff:.3g} > {tol:g}: the comparison would be meaningless.")
+    return diff
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    device = torch.device(args.device)
+    start = time.perf_counter()
+    ours, vae_params = build_unet(args.config)
+    ref = diffusers_unet_like(ours, vae_params)
+    ours, ref = ours.to(device), ref.to(device)
+    impls: dict[str, nn.Module] = {"ours": ours, "diffusers": ref}
+    if args.compile:
+        impls["ours_compiled"] = torch.compile(copy.deepcopy(ours))
+    if args.channels_last:
+        impls["ours_channels_last"] = copy.deepcopy(ours).to(memory_format=torch.channels_last)
+    n_params = sum(p.numel() for p in ours.parameters())
+    logger.info("Built both UNets (%.1f M parameters each) in %.1f s", n_params / 1e6, time.perf_counter() - start)
+    results = []
+    for size in args.sizes:
+        inputs = make_inputs(ours, size, args.batch_size, device)
+        diff = check_equal(ours, ref, inputs, args.tol)
+        logger.info("size %d: fp32 outputs equal (max abs diff %.2e <= %g)", size, diff, args.tol)
+        for name in args.dtypes:
+            row = {"size": size, "latent": size // 8, "batch": args.batch_size, "dtype": name, "fp32_check": diff}
+            row.update(time_impls(impls, inputs, DTYPES[name], args.iters, args.warmup))
+            logger.info(
+                "size %d %s: ours %.3f s, diffusers %.3f s, ratio diffusers/ours %.2f (max abs diff %.2e)",
+                size,
+                name,
+                row["ours_s"],
+                row["diffusers_s"],
+                row["ratio_diffusers_over_ours"],
+                row["diffusers_max_abs_diff"],
+            )
+            results.append(row)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = run(args)
+    meta = {
+        "config": str(args.config),
+        "device": args.device,
+        "threads": torch.get_num_threads(),
+        "iters": args.iters,
+        "warmup": args.warmup,
+        "torch": torch.__version__,
+    }
+    names = ["ours", "diffusers"] + (["ours_compiled"] if args.compile else [])
+    names += ["ours_channels_last"] if args.channels_last else []
+    head = " | ".join(f"{n} s/call" for n in names) + " | " + " | ".join(f"{n}/ours" for n in names[1:])
+    print(f"| image | latent | batch | dtype | {head} | diffusers max abs diff |")
+    print("|---" * (5 + 2 * len(names) - 1) + "|")
+    for r in results:
+        cells = [f"{r[n + '_s']:.3f}" for n in names] + [f"{r[f'ratio_{n}_over_ours']:.2f}" for n in names[1:]]
+        print(
+            f"| {r['size']}² | {r['latent']}² | {r['batch']} | {r['dtype']} | {' | '.join(cells)} | "
+            f"{r['diffusers_max_abs_diff']:.1e} |"
+        )
+    if args.json:
+        args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
