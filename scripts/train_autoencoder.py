@@ -68,7 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(cfg.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     state = {f"first_stage_model.{k}": v.detach().half().contiguous() for k, v in vae.state_dict().items()}
-    meta = {"config": json.dumps(to_container(cfg.vae)), "metrics": json.dumps(metrics), "step": str(trainer.global_step)}
+    meta = {
+        "config": json.dumps(to_container(cfg.vae)),
+        "metrics": json.dumps(metrics),
+        "step": str(trainer.global_step),
+    }
     save_file(state, str(out), metadata=meta)
     logger.info("Wrote %s after %d steps; metrics: %s", out, trainer.global_step, metrics)
     return 0
