@@ -23,6 +23,20 @@ from ldm.training.autoencoder import AutoencoderModule
 logger = logging.getLogger("train_autoencoder")
 
 
+def _export(vae, cfg, trainer: pl.Trainer) -> None:
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    out = Path(cfg.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    state = {f"first_stage_model.{k}": v.detach().half().contiguous() for k, v in vae.state_dict().items()}
+    meta = {
+        "config": json.dumps(to_container(cfg.vae)),
+        "metrics": json.dumps(metrics),
+        "step": str(trainer.global_step),
+    }
+    save_file(state, str(out), metadata=meta)
+    logger.info("Wrote %s after %d steps; metrics: %s", out, trainer.global_step, metrics)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--config", type=Path, required=True, help="autoencoder training config")
@@ -63,18 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         val_check_interval=500,
         check_val_every_n_epoch=None,
     )
-    trainer.fit(module, datamodule=data)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    out = Path(cfg.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    state = {f"first_stage_model.{k}": v.detach().half().contiguous() for k, v in vae.state_dict().items()}
-    meta = {
-        "config": json.dumps(to_container(cfg.vae)),
-        "metrics": json.dumps(metrics),
-        "step": str(trainer.global_step),
-    }
-    save_file(state, str(out), metadata=meta)
-    logger.info("Wrote %s after %d steps; metrics: %s", out, trainer.global_step, metrics)
+    try:
+        trainer.fit(module, datamodule=data)
+    finally:  # also after an interrupt or a crash mid-run: the weights trained so far are never lost
+        _export(vae, cfg, trainer)
     return 0
 
 
