@@ -104,6 +104,8 @@ def stage_unet(args: argparse.Namespace) -> None:
     name = f"mannequin-{args.mode}-s{args.seed}"
     argv = ["--config", f"configs/tiny/mannequin-train-{args.mode}.yaml", "--name", name, "--seed", str(args.seed)]
     argv += ["--logdir", "logs/mannequin", f"lightning.trainer.max_steps={args.max_steps}"]
+    if args.max_minutes is not None:
+        argv.append(f"lightning.trainer.max_time={{minutes: {args.max_minutes}}}")
     _run("train", argv)
     run = sorted(Path("logs/mannequin").glob(f"*_{name}"))[-1]
     full = run / "export.safetensors"
@@ -115,7 +117,7 @@ def stage_unet(args: argparse.Namespace) -> None:
         if args.seed == 23
         else f"humansd-tiny-{args.mode}-s{args.seed}.safetensors"
     )
-    meta = {"mode": args.mode, "seed": str(args.seed), "steps": str(args.max_steps), "run": str(run)}
+    meta = {"mode": args.mode, "seed": str(args.seed), "max_steps": str(args.max_steps), "run": str(run)}
     save_file(unet, str(out), metadata={"info": json.dumps(meta)})
     logger.info("Wrote %s (%.1f MB)", out, out.stat().st_size / 1e6)
 
@@ -129,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=MODES, default="paper", help="loss of the `unet` stage")
     parser.add_argument("--seed", type=int, default=23, help="seed of the init/unet stages")
     parser.add_argument("--max-steps", type=int, default=3000, help="training steps of the `unet` stage")
+    parser.add_argument("--max-minutes", type=float, help="also stop the `unet` stage after this many minutes")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.stage == "all":

@@ -337,13 +337,14 @@ class SlotOptions:
 
     Args:
         config: HumanSD model config.
-        checkpoint: HumanSD weights, or None for random weights (the embedded tiny model's last resort).
+        checkpoint: HumanSD weights (a file, or a list of files holding one model, as the embedded tiny model's),
+            or None for random weights (the embedded tiny model's last resort).
         device: torch device.
         precision: "fp32", "bf16" or "fp16".
     """
 
     config: Path
-    checkpoint: Path | None
+    checkpoint: Path | list[Path] | None
     device: str = "cpu"
     precision: str = "fp32"
 
@@ -371,10 +372,9 @@ def humansd_slot(options: SlotOptions) -> ModelSlot:
             allow_random=options.checkpoint is None,
         )
 
-    note = f"{Path(options.config).name}" + (f" + {Path(options.checkpoint).name}" if options.checkpoint else "")
+    files = options.checkpoint if isinstance(options.checkpoint, list) else [options.checkpoint]
+    note = " + ".join([Path(options.config).name, *(Path(f).name for f in files if f is not None)])
     return pipeline_slot(load, name="HumanSD", note=note, default_steps=config_default_steps(options.config))
-
-
 
 
 def _comparison_factory(name: str) -> Callable[[SlotOptions], ModelSlot]:
