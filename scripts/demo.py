@@ -23,8 +23,8 @@ from ldm.pose.render import overlay_skeleton
 logger = logging.getLogger("demo")
 
 EXAMPLES = [
-    ("assets/poses/demo_single.json", "a watercolor of a person standing, red clothes, blue background"),
-    ("assets/poses/two_people.json", "a sketch of two people dancing, white background"),
+    ("assets/poses/demo_single.json", "a photo of a red figure standing on a blue background"),
+    ("assets/poses/two_people.json", "a watercolor of two yellow figures dancing on a green background"),
 ]
 
 
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, help="model config (default: the embedded tiny model)")
     parser.add_argument("--ckpt", type=Path, help="weights")
     parser.add_argument("--samples", type=int, default=3, help="samples per pose")
-    parser.add_argument("--steps", type=int, default=25, help="sampler steps")
+    parser.add_argument("--steps", type=int, default=20, help="sampler steps")
     parser.add_argument("--scale", type=float, default=5.0, help="classifier-free guidance scale")
     parser.add_argument("--seed", type=int, default=1234, help="random seed")
     args = parser.parse_args(argv)
