@@ -84,6 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
+    if not (WORLD / "mapping_file_validation.json").is_file():
+        print(
+            f"evaluate_mannequin: error: no mannequin world at {WORLD}; generate it with "
+            f"python scripts/make_mannequin_world.py --out {WORLD} --n 3000 --size 128 --seed 0",
+            file=sys.stderr,
+        )
+        return 2
     records = read_mappings(WORLD / "mapping_file_validation.json")[: args.limit]
     detector = PoseEstimator.from_checkpoint(TINY / "pose-tiny.safetensors", POSE_CONFIG)
     rows = {"real renders": _score(_real_set(records), detector)}
