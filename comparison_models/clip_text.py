@@ -24,11 +24,12 @@ References:
 from __future__ import annotations
 
 import logging
-import warnings
 
 import torch
 from open_clip.tokenizer import SimpleTokenizer
 from torch import nn
+
+from ldm.models.text_encoder import as_prompt_list, warn_if_truncated
 
 try:
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -153,11 +154,7 @@ class CLIPTextEncoder(nn.Module):
         ids = torch.full((len(prompts), self.max_length), EOT_TOKEN, dtype=torch.long)  # (B, 77)
         for row, prompt in enumerate(prompts):
             tokens = self.tokenizer.encode(prompt)
-            if len(tokens) + 2 > self.max_length:
-                warnings.warn(
-                    f"Prompt has {len(tokens) + 2} tokens; it is truncated to {self.max_length}: {prompt[:60]!r}...",
-                    stacklevel=3,
-                )
+            warn_if_truncated(prompt, len(tokens) + 2, self.max_length)
             seq = [SOT_TOKEN, *tokens[: self.max_length - 2], EOT_TOKEN]
             ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
         return ids
@@ -171,12 +168,8 @@ class CLIPTextEncoder(nn.Module):
         Returns:
             (B, 77, width) float tensor on the module's device.
         """
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        if not isinstance(prompts, (list, tuple)) or not all(isinstance(p, str) for p in prompts):
-            raise TypeError(f"prompts must be a string or a list of strings; got {type(prompts).__name__}.")
         device = self.transformer.text_model.embeddings.token_embedding.weight.device
-        return self.encode_tokens(self.tokenize(list(prompts)).to(device))
+        return self.encode_tokens(self.tokenize(as_prompt_list(prompts)).to(device))
 
     def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, 77) token ids -> (B, 77, width) last hidden state (after the final layer norm)."""

@@ -31,6 +31,23 @@ TEXT_TOWER_PRESETS: dict[str, dict[str, int]] = {
 }
 
 
+def as_prompt_list(prompts: list[str] | str) -> list[str]:
+    """A string or a list of strings -> list of strings (TypeError otherwise). Shared by the text encoders."""
+    if isinstance(prompts, str):
+        return [prompts]
+    if not isinstance(prompts, (list, tuple)) or not all(isinstance(p, str) for p in prompts):
+        raise TypeError(f"prompts must be a string or a list of strings; got {type(prompts).__name__}.")
+    return list(prompts)
+
+
+def warn_if_truncated(prompt: str, num_tokens: int, max_length: int) -> None:
+    """Warn (as the original tokenizers silently truncate) when a prompt has more tokens than fit."""
+    if num_tokens > max_length:
+        warnings.warn(
+            f"Prompt has {num_tokens} tokens; it is truncated to {max_length}: {prompt[:60]!r}...", stacklevel=4
+        )
+
+
 class OpenCLIPTextEncoder(nn.Module):
     """Prompts -> (B, 77, width) token embeddings from the penultimate layer of an OpenCLIP text tower.
 
@@ -79,11 +96,7 @@ class OpenCLIPTextEncoder(nn.Module):
     def tokenize(self, prompts: list[str]) -> torch.Tensor:
         """Prompts -> (B, 77) token ids, truncating (with a warning) what does not fit, as the original."""
         for prompt in prompts:
-            n = len(self.tokenizer.encode(prompt)) + 2  # start and end tokens
-            if n > self.max_length:
-                warnings.warn(
-                    f"Prompt has {n} tokens; it is truncated to {self.max_length}: {prompt[:60]!r}...", stacklevel=3
-                )
+            warn_if_truncated(prompt, len(self.tokenizer.encode(prompt)) + 2, self.max_length)  # + start/end tokens
         return self.tokenizer(prompts, context_length=self.max_length)
 
     def forward(self, prompts: list[str] | str) -> torch.Tensor:
@@ -95,12 +108,8 @@ class OpenCLIPTextEncoder(nn.Module):
         Returns:
             (B, 77, width) float tensor on the module's device.
         """
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        if not isinstance(prompts, (list, tuple)) or not all(isinstance(p, str) for p in prompts):
-            raise TypeError(f"prompts must be a string or a list of strings; got {type(prompts).__name__}.")
         device = self.model.positional_embedding.device
-        tokens = self.tokenize(list(prompts)).to(device)
+        tokens = self.tokenize(as_prompt_list(prompts)).to(device)
         return self.encode_tokens(tokens)
 
     def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
