@@ -1,19 +1,28 @@
 """Seconds per UNet call: our `UNetModel` vs `diffusers.UNet2DConditionModel` holding the SAME weights.
 
 Both networks live in this one process. The diffusers UNet is built from ours with diffusers' own LDM conversion
-utilities (as `ldm.interop.diffusers.to_diffusers`); before any timing the two outputs are checked equal in fp32
-(max abs difference <= ``--tol``, default 1e-4), otherwise the benchmark aborts. Timed calls alternate between the
-two implementations (ours, diffusers, ours, ...) so that background load hits both alike; the median of ``--iters``
-calls per implementation and the ratio of each to ours (seconds / ours' seconds; > 1: ours is faster) are
-reported; ``--compile`` and ``--channels-last`` add our UNet under `torch.compile` / in channels-last format
-(CUDA peak memory is reported per implementation).
+utilities (as `ldm.interop.diffusers.to_diffusers`); before any timing the fp32 output of every implementation and
+variant is checked equal to diffusers' (max abs difference <= ``--tol``, default 1e-4), otherwise the benchmark
+aborts. Timed calls alternate between the implementations (ours, diffusers, ours, ...) so that background load hits
+all alike; the median of ``--iters`` calls per implementation and its time relative to diffusers in eager mode
+(seconds / diffusers' seconds; < 1: faster than diffusers) are reported (CUDA peak memory too). Variants of ours
+share its parameters (no extra copy):
+
+- ``--prepack``: ours with the CPU fast path's prepacked conv / linear weights (`prepack_weights`), still eager;
+- ``--channels-last``: ours with its weights in channels-last format (`channels_last`);
+- ``--compile`` / ``--compile-diffusers``: ours / diffusers under `torch.compile` (``--freezing`` turns on
+  inductor's weight freezing, which prepacks weights for oneDNN on CPU; it applies to both compiled models).
+
+The eager rows ("ours" vs "diffusers") are the like-for-like comparison; fast-path and compiled rows are reported
+against diffusers *eager*, and against compiled diffusers when ``--compile-diffusers`` is given.
 
 Weights are random (slightly perturbed so zero-initialised layers do not hide differences): timing only. The batch
 is 2 by default: one classifier-free-guidance step (conditional + unconditional) for one image. bf16 runs under
 `torch.autocast` (what `PoseToImagePipeline(precision="bf16")` does), fp32 runs without.
 
 Examples:
-    python -m benchmarks unet_vs_diffusers --sizes 256 --dtypes fp32 bf16 --iters 3 --threads 1
+    python -m benchmarks unet_vs_diffusers --sizes 256 512 --dtypes fp32 bf16 --iters 3 --threads 1 --prepack
+    python -m benchmarks unet_vs_diffusers --sizes 256 --prepack --compile --compile-diffusers --freezing
     python -m benchmarks unet_vs_diffusers --config configs/tiny/humansd-tiny.yaml --sizes 64 --iters 5
     python -m benchmarks unet_vs_diffusers --device cuda --sizes 512 --batch-size 2 --iters 20 --threads 16
 """
@@ -36,6 +45,7 @@ import torch
 from torch import nn
 
 from ldm.config import instantiate, load_config, to_container
+from ldm.inference.fast_path import prepack_weights
 from ldm.models.unet import UNetModel
 
 logger = logging.getLogger("unet_vs_diffusers")
@@ -62,8 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=1, help="untimed calls per implementation, size and dtype")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (keep 1 on a shared machine)")
     p.add_argument("--device", default="cpu", help="torch device")
-    p.add_argument("--compile", action="store_true", help="also time our UNet under torch.compile")
+    p.add_argument("--prepack", action="store_true", help="also time ours with prepacked conv weights (CPU)")
     p.add_argument("--channels-last", action="store_true", help="also time our UNet in channels-last format")
+    p.add_argument("--compile", action="store_true", help="also time our UNet under torch.compile")
+    p.add_argument("--compile-diffusers", action="store_true", help="also time diffusers under torch.compile")
+    p.add_argument("--freezing", action="store_true", help="inductor weight freezing for the compiled models")
     p.add_argument("--tol", type=float, default=1e-4, help="max abs fp32 difference allowed before timing")
     p.add_argument("--json", type=Path, help="also write the results as JSON")
     return p
@@ -96,6 +109,11 @@ def diffusers_unet_like(unet: UNetModel, vae_params: dict[str, Any]) -> nn.Modul
         ref = UNet2DConditionModel(**dcfg)
         ref.load_state_dict(sfu.convert_ldm_unet_checkpoint(ckpt, dcfg), strict=True)
     return ref.eval()
+
+
+def shared_copy(module: nn.Module) -> nn.Module:
+    """A structural copy of `module` that shares its parameters and buffers (no extra weight memory)."""
+    return copy.deepcopy(module, memo={id(t): t for t in (*module.parameters(), *module.buffers())})
 
 
 def make_inputs(unet: UNetModel, size: int, batch: int, device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -147,28 +165,32 @@ def time_impls(
                 if device.type == "cuda":
                     peaks[name] = torch.cuda.max_memory_allocated(device) / 2**20
     row: dict[str, Any] = {}
-    ours_s = statistics.median(times["ours"])
+    diffusers_s = statistics.median(times["diffusers"])
     for name, values in times.items():
         med = statistics.median(values)
         row[f"{name}_s"] = med
         row[f"{name}_it_per_s"] = 1.0 / med
         row[f"{name}_all_s"] = values
-        if name != "ours":
-            row[f"ratio_{name}_over_ours"] = med / ours_s
-            row[f"{name}_max_abs_diff"] = (outs["ours"].float() - outs[name].float()).abs().max().item()
+        row[f"ratio_{name}_over_diffusers"] = med / diffusers_s
+        if name != "diffusers":
+            row[f"{name}_max_abs_diff"] = (outs["diffusers"].float() - outs[name].float()).abs().max().item()
         if name in peaks:
             row[f"{name}_peak_mib"] = peaks[name]
     return row
 
 
-def check_equal(ours: nn.Module, ref: nn.Module, inputs: tuple[torch.Tensor, ...], tol: float) -> float:
-    """Max abs difference of the fp32 outputs; raises if above `tol`."""
+def check_equal(impls: dict[str, nn.Module], inputs: tuple[torch.Tensor, ...], tol: float) -> float:
+    """Max abs difference of every implementation's fp32 output to diffusers'; raises if one is above `tol`."""
     x, t, ctx = inputs
+    diffs = {}
     with torch.no_grad():
-        diff = (ours(x, t, ctx) - ref(x, t, encoder_hidden_states=ctx).sample).abs().max().item()
-    if diff > tol:
-        raise RuntimeError(f"Outputs differ by {diff:.3g} > {tol:g}: the comparison would be meaningless.")
-    return diff
+        ref = impls["diffusers"](x, t, encoder_hidden_states=ctx).sample
+        for name, impl in impls.items():
+            out = impl(x, t, encoder_hidden_states=ctx).sample if name.startswith("diffusers") else impl(x, t, ctx)
+            diffs[name] = (out - ref).abs().max().item()
+    if max(diffs.values()) > tol:
+        raise RuntimeError(f"Outputs differ by {diffs} (max abs) > {tol:g}: the comparison would be meaningless.")
+    return max(diffs.values())
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -178,31 +200,56 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     ref = diffusers_unet_like(ours, vae_params)
     ours, ref = ours.to(device), ref.to(device)
     impls: dict[str, nn.Module] = {"ours": ours, "diffusers": ref}
-    if args.compile:
-        impls["ours_compiled"] = torch.compile(copy.deepcopy(ours))
+    if args.prepack:
+        impls["ours_prepacked"] = shared_copy(ours)
+        prepack_weights(impls["ours_prepacked"])
     if args.channels_last:
         impls["ours_channels_last"] = copy.deepcopy(ours).to(memory_format=torch.channels_last)
+    if args.freezing:
+        from torch._inductor import config as inductor_config
+
+        inductor_config.freezing = True
+    if args.compile:
+        impls["ours_compiled"] = torch.compile(shared_copy(ours))
+    if args.compile_diffusers:
+        impls["diffusers_compiled"] = torch.compile(shared_copy(ref))
     n_params = sum(p.numel() for p in ours.parameters())
     logger.info("Built both UNets (%.1f M parameters each) in %.1f s", n_params / 1e6, time.perf_counter() - start)
     results = []
     for size in args.sizes:
         inputs = make_inputs(ours, size, args.batch_size, device)
-        diff = check_equal(ours, ref, inputs, args.tol)
-        logger.info("size %d: fp32 outputs equal (max abs diff %.2e <= %g)", size, diff, args.tol)
+        diff = check_equal(impls, inputs, args.tol)
+        logger.info("size %d: fp32 outputs of all variants equal (max abs diff %.2e <= %g)", size, diff, args.tol)
         for name in args.dtypes:
             row = {"size": size, "latent": size // 8, "batch": args.batch_size, "dtype": name, "fp32_check": diff}
             row.update(time_impls(impls, inputs, DTYPES[name], args.iters, args.warmup))
             logger.info(
-                "size %d %s: ours %.3f s, diffusers %.3f s, ratio diffusers/ours %.2f (max abs diff %.2e)",
+                "size %d %s: %s",
                 size,
                 name,
-                row["ours_s"],
-                row["diffusers_s"],
-                row["ratio_diffusers_over_ours"],
-                row["diffusers_max_abs_diff"],
+                ", ".join(
+                    f"{n} {row[f'{n}_s']:.3f} s ({row[f'ratio_{n}_over_diffusers']:.2f}x diffusers)" for n in impls
+                ),
             )
             results.append(row)
     return results
+
+
+def format_table(results: list[dict[str, Any]]) -> str:
+    """Markdown table: seconds per call, time relative to diffusers eager (< 1: faster than diffusers) and the max
+    abs output difference of each variant to diffusers (bf16: rounding)."""
+    names = [k[: -len("_s")] for k in results[0] if k.endswith("_s") and not k.endswith(("_all_s", "_per_s"))]
+    others = [n for n in names if n != "diffusers"]
+    head = " | ".join(
+        [f"{n} s/call" for n in names] + [f"{n}/diffusers" for n in others] + [f"{n} max abs diff" for n in others]
+    )
+    lines = [f"| image | latent | batch | dtype | {head} |", "|---" * (4 + len(names) + 2 * len(others)) + "|"]
+    for r in results:
+        cells = [f"{r[f'{n}_s']:.3f}" for n in names]
+        cells += [f"**{r[f'ratio_{n}_over_diffusers']:.2f}**" for n in others]
+        cells += [f"{r[f'{n}_max_abs_diff']:.1e}" for n in others]
+        lines.append(f"| {r['size']}² | {r['latent']}² | {r['batch']} | {r['dtype']} | {' | '.join(cells)} |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,18 +265,9 @@ def main(argv: list[str] | None = None) -> int:
         "iters": args.iters,
         "warmup": args.warmup,
         "torch": torch.__version__,
+        "freezing": args.freezing,
     }
-    names = ["ours", "diffusers"] + (["ours_compiled"] if args.compile else [])
-    names += ["ours_channels_last"] if args.channels_last else []
-    head = " | ".join(f"{n} s/call" for n in names) + " | " + " | ".join(f"{n}/ours" for n in names[1:])
-    print(f"| image | latent | batch | dtype | {head} | diffusers max abs diff |")
-    print("|---" * (5 + 2 * len(names) - 1) + "|")
-    for r in results:
-        cells = [f"{r[n + '_s']:.3f}" for n in names] + [f"{r[f'ratio_{n}_over_ours']:.2f}" for n in names[1:]]
-        print(
-            f"| {r['size']}² | {r['latent']}² | {r['batch']} | {r['dtype']} | {' | '.join(cells)} | "
-            f"{r['diffusers_max_abs_diff']:.1e} |"
-        )
+    print(format_table(results))
     if args.json:
         args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     return 0

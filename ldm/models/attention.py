@@ -70,10 +70,15 @@ def group_norm(channels: int, *, eps: float = 1e-5) -> nn.GroupNorm:
 
 
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm that normalises in float32 and casts back, as the original does for fp16 stability."""
+    """GroupNorm that normalises in float32 and casts back, as the original does for fp16 stability.
+
+    On CPU, bf16 inputs go straight to the kernel: it accumulates reduced-precision inputs in float32 and takes the
+    float32 affine parameters as they are, so the result is the upcast one (measured: equal up to a few 1-ulp bf16
+    roundings per million values) without the two full-tensor casts (~3% of a bf16 UNet call at 512 px).
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.float32:
+        if x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and x.device.type == "cpu"):
             return super().forward(x)
         return super().forward(x.float()).type(x.dtype)
 
@@ -209,6 +214,14 @@ class SpatialTransformer(nn.Module):
         x = rearrange(x, "b (h w) c -> b c h w", h=h, w=w)
         if not self.use_linear:
             x = self.proj_out(x)
-        # Contiguous (NCHW) output: the rearranged view is channels-last in memory, and convolutions fed such a
-        # view re-copy their weights on every call (measured: 1.5x slower full-size UNet on CPU without it).
-        return (x + x_in).contiguous()
+        # Output in the input's memory format: the rearranged view is channels-last in memory, and plain (NCHW)
+        # convolutions fed such a view re-copy their weights on every call (measured: 1.5x slower full-size UNet on
+        # CPU). A channels-last input (channels_last / prepacked fast path) stays channels-last: no copy at all.
+        return (x + x_in).contiguous(memory_format=_memory_format(x_in))
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    """channels_last for a (B, C, H, W) tensor stored NHWC (and not also NCHW-contiguous), else contiguous_format."""
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
