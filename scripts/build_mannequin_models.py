@@ -7,8 +7,14 @@ Stages (run all with `all`, or one at a time):
     init    assemble the initial HumanSD weights: trained VAE + seeded frozen text tower + seeded random UNet;
             writes the shared base file .../base-tiny.safetensors (VAE + text tower, fp16) and
             logs/mannequin/init.safetensors, and reports the latent scale factor the VAE needs
+    cache   encode the training split once with the trained VAE (both orientations) into a latent cache,
+            humansd_data/datasets/Mannequin/latents-train.safetensors, which the UNet stages train on
     unet    train one tiny HumanSD UNet (`--mode plain|paper|reference`, scripts/train.py) and export its EMA UNet
             to .../humansd-tiny-<mode>.safetensors (UNet keys only, fp16)
+
+Trailing `key=value` arguments are dotted config overrides passed to the stage's training script (e.g.
+`lightning.trainer.accelerator=gpu data.params.batch_size=64` for `unet`, `trainer.accelerator=gpu` for `pose`,
+`data.batch_size=64` for `vae`); `scripts/build_mannequin_gpu.sh` uses them to build everything on one GPU.
 
 Example:
     python scripts/build_mannequin_models.py all
@@ -21,11 +27,13 @@ import argparse
 import importlib.util
 import json
 import logging
+import re
 import sys
 import time
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 logger = logging.getLogger("build_mannequin_models")
@@ -35,6 +43,7 @@ WORLD = Path("humansd_data/datasets/Mannequin")
 TINY = Path("humansd_data/checkpoints/tiny")
 MODEL_CONFIG = Path("configs/tiny/mannequin-humansd.yaml")
 INIT = Path("logs/mannequin/init.safetensors")
+CACHE = WORLD / "latents-train.safetensors"
 MODES = ("plain", "paper", "reference")
 
 
@@ -58,15 +67,32 @@ def stage_world(args: argparse.Namespace) -> None:
     if (WORLD / "mapping_file_training.json").is_file():
         logger.info("World exists at %s; not regenerating.", WORLD)
         return
-    _run("make_mannequin_world", ["--out", str(WORLD), "--n", "3000", "--size", "128", "--seed", "0"])
+    argv = ["--out", str(WORLD), "--n", str(args.world_size), "--size", "128", "--seed", "0"]
+    _run("make_mannequin_world", argv + ["--workers", str(args.workers)])
 
 
 def stage_pose(args: argparse.Namespace) -> None:
-    _run("train_pose", ["--config", "configs/tiny/mannequin-pose.yaml", "--out", str(TINY / "pose-tiny.safetensors")])
+    argv = ["--config", "configs/tiny/mannequin-pose.yaml", "--out", str(TINY / "pose-tiny.safetensors")]
+    if args.max_minutes is not None:
+        argv += ["--max-minutes", str(args.max_minutes)]
+    _run("train_pose", argv + args.overrides)
 
 
 def stage_vae(args: argparse.Namespace) -> None:
-    _run("train_autoencoder", ["--config", "configs/tiny/mannequin-vae.yaml"])
+    argv = ["--config", "configs/tiny/mannequin-vae.yaml"]
+    if args.max_minutes is not None:
+        argv.append(f"training.max_minutes={args.max_minutes}")
+    _run("train_autoencoder", argv + args.overrides)
+
+
+def _set_scale_factor(config: Path, value: float) -> None:
+    """Rewrite the `scale_factor:` line of the model config in place (keeps its comment and the rest)."""
+    text = config.read_text()
+    updated, count = re.subn(r"(\n\s*scale_factor:\s*)[0-9.eE+-]+", rf"\g<1>{value:.5f}", text, count=1)
+    if count != 1:
+        raise SystemExit(f"No `scale_factor:` line in {config}; set it to {value:.5f} by hand.")
+    config.write_text(updated)
+    logger.info("Set scale_factor: %.5f in %s", value, config)
 
 
 @torch.no_grad()
@@ -78,14 +104,21 @@ def stage_init(args: argparse.Namespace) -> None:
 
     torch.manual_seed(args.seed)  # seeds the frozen text tower and the UNet init
     model = build_model(load_config(MODEL_CONFIG))
-    vae_state = load_file(str(TINY / "vae-tiny.safetensors"))
+    vae_file = TINY / "vae-tiny.safetensors"
+    if vae_file.is_file():
+        vae_state = load_file(str(vae_file))
+    else:  # a fresh clone ships the VAE only inside base-tiny (float16): start from that one
+        logger.info("No %s: taking the VAE from %s.", vae_file, TINY / "base-tiny.safetensors")
+        base_state = load_file(str(TINY / "base-tiny.safetensors"))
+        vae_state = {k: v.float() for k, v in base_state.items() if k.startswith("first_stage_model.")}
     missing = model.load_state_dict(vae_state, strict=False)  # only the VAE part; the rest stays as initialised
     if missing.unexpected_keys or any(k.startswith("first_stage_model.") for k in missing.missing_keys):
         raise SystemExit(f"vae-tiny.safetensors does not match the VAE of {MODEL_CONFIG}.")
     data = HumanPoseDataset(map_file=str(WORLD / "mapping_file_training.json"), image_size=128, augment=False)
     images = torch.stack([data[i]["image"] for i in range(0, len(data), max(1, len(data) // 256))])
     std = float(model.vae.encode(images).sample(torch.Generator().manual_seed(0)).std())
-    logger.info("VAE latent std %.4f -> scale factor %.5f (config has %.5f)", std, 1 / std, model.scale_factor)
+    logger.info("VAE latent std %.4f -> scale factor %.5f (config had %.5f)", std, 1 / std, model.scale_factor)
+    _set_scale_factor(MODEL_CONFIG, 1 / std)  # the UNet stages train (and the pipeline samples) at unit variance
     state = model.state_dict()
     # Shared by every tiny UNet: VAE + text tower (fp16) and the schedule buffers (kept float32).
     prefixes = ("first_stage_model.", "cond_stage_model.")
@@ -98,31 +131,68 @@ def stage_init(args: argparse.Namespace) -> None:
     logger.info("Wrote %s and %s", TINY / "base-tiny.safetensors", INIT)
 
 
+def stage_cache(args: argparse.Namespace) -> None:
+    argv = ["--model-config", str(MODEL_CONFIG), "--ckpt", str(TINY / "base-tiny.safetensors")]
+    argv += ["--map-file", str(WORLD / "mapping_file_training.json"), "--out", str(CACHE), "--device", args.device]
+    _run("cache_latents", argv)
+
+
+def _check_cache_matches_init(init: Path) -> None:
+    """The latent cache must come from the VAE the UNet trains with (a retrained VAE needs a new cache)."""
+    from ldm.config import load_config
+    from ldm.data.latent_cache import vae_fingerprint
+    from ldm.inference.loading import build_model
+
+    if not CACHE.is_file():
+        raise SystemExit(f"No latent cache at {CACHE}; run: python scripts/build_mannequin_models.py cache")
+    vae = build_model(load_config(MODEL_CONFIG)).vae
+    prefix = "first_stage_model."
+    vae.load_state_dict({k[len(prefix) :]: v for k, v in load_file(str(init)).items() if k.startswith(prefix)})
+    with safe_open(str(CACHE), framework="pt") as f:
+        cached = (f.metadata() or {}).get("vae_fingerprint")
+    if cached != vae_fingerprint(vae):
+        raise SystemExit(f"{CACHE} was encoded by another VAE than {init}'s; rerun the `cache` stage.")
+
+
 def stage_unet(args: argparse.Namespace) -> None:
     from ldm.training.export import export_inference_weights
 
-    name = f"mannequin-{args.mode}-s{args.seed}"
+    init = args.init or INIT
+    _check_cache_matches_init(init)
+    name = f"mannequin-{args.mode}-s{args.seed}" + ("" if args.init is None else f"-from-{args.init.stem}")
     argv = ["--config", f"configs/tiny/mannequin-train-{args.mode}.yaml", "--name", name, "--seed", str(args.seed)]
     argv += ["--logdir", "logs/mannequin", f"lightning.trainer.max_steps={args.max_steps}"]
+    argv += [f"init.checkpoint={init}"] + (["module.use_ema=false"] if args.no_ema else [])
     if args.max_minutes is not None:
         argv.append(f"lightning.trainer.max_time={{minutes: {args.max_minutes}}}")
-    _run("train", argv)
+    _run("train", argv + args.overrides)
     run = sorted(Path("logs/mannequin").glob(f"*_{name}"))[-1]
     full = run / "export.safetensors"
-    export_inference_weights(run / "checkpoints" / "last.ckpt", full, use_ema=True, dtype="fp16")
+    export_inference_weights(run / "checkpoints" / "last.ckpt", full, use_ema=not args.no_ema, dtype="fp16")
     state = load_file(str(full))
     unet = {k: v for k, v in state.items() if k.startswith("model.diffusion_model.")}
-    out = TINY / (
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    out = args.out_dir / (
         f"humansd-tiny-{args.mode}.safetensors"
         if args.seed == 23
         else f"humansd-tiny-{args.mode}-s{args.seed}.safetensors"
     )
-    meta = {"mode": args.mode, "seed": str(args.seed), "max_steps": str(args.max_steps), "run": str(run)}
+    with safe_open(str(full), framework="pt") as f:
+        steps = (f.metadata() or {}).get("global_step", "unknown")
+    meta = {"mode": args.mode, "seed": str(args.seed), "max_steps": str(args.max_steps), "steps": steps}
+    meta |= {"run": str(run), "init": str(init), "ema": str(not args.no_ema), "overrides": " ".join(args.overrides)}
     save_file(unet, str(out), metadata={"info": json.dumps(meta)})
     logger.info("Wrote %s (%.1f MB)", out, out.stat().st_size / 1e6)
 
 
-STAGES = {"world": stage_world, "pose": stage_pose, "vae": stage_vae, "init": stage_init, "unet": stage_unet}
+STAGES = {
+    "world": stage_world,
+    "pose": stage_pose,
+    "vae": stage_vae,
+    "init": stage_init,
+    "cache": stage_cache,
+    "unet": stage_unet,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,11 +201,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=MODES, default="paper", help="loss of the `unet` stage")
     parser.add_argument("--seed", type=int, default=23, help="seed of the init/unet stages")
     parser.add_argument("--max-steps", type=int, default=3000, help="training steps of the `unet` stage")
-    parser.add_argument("--max-minutes", type=float, help="also stop the `unet` stage after this many minutes")
-    args = parser.parse_args(argv)
+    parser.add_argument("--max-minutes", type=float, help="stop the pose/vae/unet training after this many minutes")
+    parser.add_argument("--world-size", type=int, default=10000, help="images of the generated world")
+    parser.add_argument("--workers", type=int, default=1, help="processes generating the world")
+    parser.add_argument("--device", default="cpu", help="torch device of the `cache` stage's VAE")
+    parser.add_argument("--init", type=Path, help="`unet`: start from these full model weights (default: init)")
+    parser.add_argument("--out-dir", type=Path, default=TINY, help="`unet`: where the UNet file is written")
+    parser.add_argument("--no-ema", action="store_true", help="`unet`: train and export without EMA (fine-tuning)")
+    parser.add_argument("overrides", nargs="*", default=[], help="dotted key=value overrides for the training script")
+    args = parser.parse_intermixed_args(argv)
+    if any("=" not in o for o in args.overrides):
+        parser.error(f"overrides must be key=value; got {[o for o in args.overrides if '=' not in o]}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.stage == "all":
-        for stage in ("world", "pose", "vae", "init"):
+        for stage in ("world", "pose", "vae", "init", "cache"):
             STAGES[stage](args)
         for mode in MODES:
             stage_unet(argparse.Namespace(**{**vars(args), "mode": mode}))

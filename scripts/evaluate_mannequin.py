@@ -5,8 +5,13 @@ given) UNet, then measures with the project's metric code: pose AP of the tiny p
 conditioning poses (pycocotools), PCE, and caption colour adherence on pixels. The real validation renders are
 evaluated the same way as the reference row (the pose net's own AP on real images).
 
+Several seeds per mode give a mean ± std row per mode. Runs split over processes (one mode each, say) are
+combined with `--merge`.
+
 Example:
     python scripts/evaluate_mannequin.py --limit 150 --steps 25 --outdir outputs/mannequin_eval
+    python scripts/evaluate_mannequin.py --modes paper --seeds 23 24 25 --device cuda --outdir outputs/eval_paper
+    python scripts/evaluate_mannequin.py --merge outputs/eval_plain outputs/eval_paper --outdir outputs/eval_all
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -81,28 +87,35 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", type=float, default=3.0, help="guidance scale")
     p.add_argument("--outdir", type=Path, default=Path("outputs/mannequin_eval"), help="output folder")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--device", default="cpu", help="torch device for generation and pose detection")
+    p.add_argument("--unet-dir", type=Path, default=TINY, help="folder of the humansd-tiny-<mode>[-s<seed>] files")
+    p.add_argument("--merge", nargs="+", type=Path, metavar="DIR", help="only combine earlier runs' tables")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.merge:
+        return merge(args.merge, args.outdir)
     torch.set_num_threads(args.threads)
     if not (WORLD / "mapping_file_validation.json").is_file():
         print(
             f"evaluate_mannequin: error: no mannequin world at {WORLD}; generate it with "
-            f"python scripts/make_mannequin_world.py --out {WORLD} --n 3000 --size 128 --seed 0",
+            f"python scripts/make_mannequin_world.py --out {WORLD} --n 10000 --size 128 --seed 0",
             file=sys.stderr,
         )
         return 2
     records = read_mappings(WORLD / "mapping_file_validation.json")[: args.limit]
-    detector = PoseEstimator.from_checkpoint(TINY / "pose-tiny.safetensors", POSE_CONFIG)
+    detector = PoseEstimator.from_checkpoint(TINY / "pose-tiny.safetensors", POSE_CONFIG).to(args.device)
     rows = {"real renders": _score(_real_set(records), detector)}
     for mode in args.modes:
         for seed in args.seeds:
             name = f"humansd-tiny-{mode}" + ("" if seed == 23 else f"-s{seed}")
-            unet = TINY / f"{name}.safetensors"
+            unet = args.unet_dir / f"{name}.safetensors"
             if not unet.is_file():
                 logger.warning("Skipping %s: %s not found", name, unet)
                 continue
             start = time.perf_counter()
-            pipe = PoseToImagePipeline.from_config(TINY_CONFIG, [TINY / "base-tiny.safetensors", unet])
+            pipe = PoseToImagePipeline.from_config(
+                TINY_CONFIG, [TINY / "base-tiny.safetensors", unet], device=args.device
+            )
             out = args.outdir / name
             run_batch(
                 pipe,
@@ -117,16 +130,65 @@ def main(argv: list[str] | None = None) -> int:
             )
             rows[f"{mode} (seed {seed})"] = _score(load_index(out), detector)
             logger.info("%s: %s in %.0f s", name, rows[f"{mode} (seed {seed})"], time.perf_counter() - start)
-    args.outdir.mkdir(parents=True, exist_ok=True)
-    (args.outdir / "ablation.json").write_text(json.dumps(rows, indent=1))
+    _write_tables(rows, args.outdir)
+    return 0
+
+
+METRICS = ("AP", "AP50", "PCE", "adherence")
+
+
+def summarize(rows: dict[str, dict]) -> dict[str, dict]:
+    """Mean ± sample standard deviation over the seeds of each mode (rows named "<mode> (seed N)")."""
+    by_mode: dict[str, list[dict]] = {}
+    for name, row in rows.items():
+        if " (seed " in name:
+            by_mode.setdefault(name.split(" (seed ")[0], []).append(row)
+    summary = {}
+    for mode, runs in by_mode.items():
+        entry = {"seeds": len(runs), "images": sum(int(r["images"]) for r in runs)}
+        for key in METRICS:
+            values = [r[key] for r in runs if r.get(key) is not None]
+            entry[key] = statistics.fmean(values) if values else None
+            entry[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else None
+        summary[mode] = entry
+    return summary
+
+
+def _write_tables(rows: dict[str, dict], outdir: Path) -> None:
+    outdir.mkdir(parents=True, exist_ok=True)
+    summary = summarize(rows)
+    (outdir / "ablation.json").write_text(json.dumps({"rows": rows, "summary": summary}, indent=1))
+
+    def fmt(v):
+        return "n/a" if v is None else f"{v:.3f}"
+
     lines = ["| model | images | pose AP | AP50 | PCE | caption adherence |", "|---|---|---|---|---|---|"]
     for name, r in rows.items():
-        fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-        lines.append(
-            f"| {name} | {r['images']} | {fmt(r['AP'])} | {fmt(r['AP50'])} | {fmt(r['PCE'])} | {fmt(r['adherence'])} |"
-        )
-    (args.outdir / "ablation.md").write_text("\n".join(lines) + "\n")
+        cells = " | ".join(fmt(r[k]) for k in METRICS)
+        lines.append(f"| {name} | {r['images']} | {cells} |")
+    if summary:
+        lines += ["", "| mode | seeds | pose AP | AP50 | PCE | caption adherence |", "|---|---|---|---|---|---|"]
+        for mode, e in summary.items():
+            cells = " | ".join(
+                fmt(e[k]) + ("" if e[f"{k}_std"] is None else f" ± {e[f'{k}_std']:.3f}") for k in METRICS
+            )
+            lines.append(f"| {mode} | {e['seeds']} | {cells} |")
+    (outdir / "ablation.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def merge(dirs: list[Path], outdir: Path) -> int:
+    """Combine the per-run `ablation.json` files of several evaluation folders into one table."""
+    rows: dict[str, dict] = {}
+    for d in dirs:
+        path = d / "ablation.json"
+        if not path.is_file():
+            print(f"evaluate_mannequin: error: no {path} (run the evaluation into {d} first)", file=sys.stderr)
+            return 2
+        data = json.loads(path.read_text())
+        for name, row in data.get("rows", data).items():
+            rows.setdefault(name, row)  # the "real renders" row is the same in every run
+    _write_tables(rows, outdir)
     return 0
 
 

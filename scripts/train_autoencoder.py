@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             train={**split, "vflip_p": 0.0, "rotate_p": 0.0},
             validation=val,
             batch_size=cfg.data.batch_size,
+            num_workers=int(cfg.data.get("num_workers", 0)),
             seed=cfg.training.seed,
         )
         pl.seed_everything(cfg.training.seed, workers=True)

@@ -80,6 +80,7 @@ def build_transform(
     brightness_contrast_p: float = 0.2,
     seed: int | None = None,
     save_applied_params: bool = False,
+    mirror: bool = False,
 ) -> A.Compose:
     """Build the dataset's image + keypoint pipeline.
 
@@ -103,12 +104,16 @@ def build_transform(
         seed: seed of the pipeline's own random generator (albumentations ignores the global seeds); None draws
             one from the OS.
         save_applied_params: record the applied ops under "applied_transforms" (needed by `is_mirrored`).
+        mirror: deterministic chain only: flip horizontally first (the mirror image of the `augment=False`
+            output; latent caches store both orientations this way).
 
     Returns:
         The `A.Compose` pipeline.
     """
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size <= 0:
         raise ValueError(f"image_size must be a positive integer; got {image_size!r}.")
+    if mirror and augment:
+        raise ValueError("mirror=True is for the deterministic chain (augment=False); use hflip_p with augment.")
     resize = A.SmallestMaxSize(max_size=image_size, interpolation=cv2.INTER_AREA, p=1.0)
     if augment:
         color_ops = [A.HueSaturationValue(p=0.5), A.RGBShift(p=0.5)]
@@ -128,6 +133,8 @@ def build_transform(
         ]
     else:
         ops = [resize, A.CenterCrop(height=image_size, width=image_size, p=1.0)]
+        if mirror:
+            ops.insert(0, A.HorizontalFlip(p=1.0))
     return A.Compose(
         ops,
         keypoint_params=A.KeypointParams(format="xy", label_fields=[SLOT_FIELD], remove_invisible=True),

@@ -215,6 +215,8 @@ class HumanPoseDataset(Dataset):
         seed: seed of the augmentation generator; None draws one from the OS. DataLoader workers are reseeded
             by `seed_worker`.
         max_items: use only the first `max_items` items.
+        mirror: with `augment=False`, serve the mirror image of each deterministic item (joints relabelled if
+            `swap_flipped_joints`); latent caches use it for their flipped orientation.
 
     Raises:
         FileNotFoundError: a mapping file or base path does not exist.
@@ -239,6 +241,7 @@ class HumanPoseDataset(Dataset):
         swap_flipped_joints: bool = False,
         seed: int | None = None,
         max_items: int | None = None,
+        mirror: bool = False,
     ) -> None:
         super().__init__()
         self._check_options(image_size, max_person_num, keypoint_thresh, skeleton_width, max_items)
@@ -258,6 +261,7 @@ class HumanPoseDataset(Dataset):
             brightness_contrast_p=brightness_contrast_p,
             seed=seed,
             save_applied_params=self.swap_flipped_joints,
+            mirror=mirror,
         )
         records = read_mappings(map_file, base_path)
         self._records = records[:max_items] if max_items is not None else records
@@ -387,8 +391,9 @@ class HumanPoseDataset(Dataset):
 
 
 def _find_pose_datasets(dataset: Dataset) -> list[HumanPoseDataset]:
-    """The `HumanPoseDataset`s inside `dataset` (itself, or wrapped by Subset / ConcatDataset)."""
-    if isinstance(dataset, HumanPoseDataset):
+    """The reseedable datasets inside `dataset` (`HumanPoseDataset`s, latent caches; or wrapped by Subset /
+    ConcatDataset)."""
+    if isinstance(dataset, HumanPoseDataset) or callable(getattr(dataset, "reseed", None)):
         return [dataset]
     if isinstance(dataset, Subset):
         return _find_pose_datasets(dataset.dataset)
@@ -453,6 +458,8 @@ class HumanPoseDataModule(pl.LightningDataModule):
             augmentation generators.
     """
 
+    dataset_class: type[Dataset] = HumanPoseDataset  # what `train` / `validation` configure
+
     def __init__(
         self,
         train: Mapping[str, Any],
@@ -466,9 +473,10 @@ class HumanPoseDataModule(pl.LightningDataModule):
         for name, config in (("train", train), ("validation", validation)):
             if config is None and name == "validation":
                 continue
+            dataset = self.dataset_class.__name__
             if not isinstance(config, Mapping):
-                raise ValueError(f"{name} must be a dict of HumanPoseDataset arguments; got {type(config).__name__}.")
-            check_params(HumanPoseDataset, config, name=f"HumanPoseDataModule.{name} (HumanPoseDataset)")
+                raise ValueError(f"{name} must be a dict of {dataset} arguments; got {type(config).__name__}.")
+            check_params(self.dataset_class, config, name=f"{type(self).__name__}.{name} ({dataset})")
         for name, value, low in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}; got {value!r}.")
@@ -478,11 +486,11 @@ class HumanPoseDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = int(seed)
-        self.train_dataset: HumanPoseDataset | None = None
-        self.val_dataset: HumanPoseDataset | None = None
+        self.train_dataset: Dataset | None = None
+        self.val_dataset: Dataset | None = None
 
-    def _build(self, config: Mapping[str, Any]) -> HumanPoseDataset:
-        return HumanPoseDataset(**{"seed": self.seed, **config})
+    def _build(self, config: Mapping[str, Any]) -> Dataset:
+        return self.dataset_class(**{"seed": self.seed, **config})
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets the stage needs ("fit" / None: both, "validate": validation only)."""
@@ -491,7 +499,7 @@ class HumanPoseDataModule(pl.LightningDataModule):
         if stage in (None, "fit", "validate") and self.validation_config is not None and self.val_dataset is None:
             self.val_dataset = self._build(self.validation_config)
 
-    def _loader(self, dataset: HumanPoseDataset | None, *, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset | None, *, shuffle: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("HumanPoseDataModule: call setup() before asking for a dataloader.")
         return DataLoader(

@@ -218,10 +218,14 @@ class AutoencoderKL(nn.Module):
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussianDistribution:
         """x: (B, 3, H, W) in [-1, 1], H and W multiples of the downsample factor."""
+        return DiagonalGaussianDistribution(self.encode_moments(x))
+
+    def encode_moments(self, x: torch.Tensor) -> torch.Tensor:
+        """The posterior's raw moments (B, 2*embed_dim, H/f, W/f), mean then logvar (what latent caches store)."""
         f = self.downsample_factor
         if x.shape[-2] % f or x.shape[-1] % f:
             raise ValueError(f"Image size {tuple(x.shape[-2:])} must be a multiple of {f} for the VAE.")
-        return DiagonalGaussianDistribution(self.quant_conv(self.encoder(x)))
+        return self.quant_conv(self.encoder(x))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """z: (B, embed_dim, h, w) unscaled latents. Returns (B, 3, h*f, w*f), roughly [-1, 1]."""

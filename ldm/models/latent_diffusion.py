@@ -18,7 +18,7 @@ from torch import nn
 from ldm.conditioning import Conditioning
 from ldm.diffusion.parameterization import Parameterization
 from ldm.diffusion.schedule import NoiseSchedule
-from ldm.models.autoencoder import AutoencoderKL
+from ldm.models.autoencoder import AutoencoderKL, DiagonalGaussianDistribution
 from ldm.models.text_encoder import OpenCLIPTextEncoder
 from ldm.models.unet import UNetControl, UNetModel
 
@@ -109,7 +109,14 @@ class LatentDiffusion(nn.Module):
 
     def encode_images(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Images (B, 3, H, W) in [-1, 1] -> scaled latents (B, 4, H/8, W/8) (posterior sample x scale_factor)."""
-        posterior = self.vae.encode(images)
+        return self.latents_from_moments(self.vae.encode_moments(images), generator)
+
+    def latents_from_moments(self, moments: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """VAE posterior moments (B, 8, h, w), e.g. from a latent cache -> scaled latents, as `encode_images`.
+
+        Draws the same posterior sample as `encode_images` would for the image the moments came from.
+        """
+        posterior = DiagonalGaussianDistribution(moments)
         z = posterior.sample(generator) if self.sample_posterior else posterior.mode()
         return self.scale_factor * z
 
@@ -122,22 +129,34 @@ class LatentDiffusion(nn.Module):
         return self.text_encoder(prompts)
 
     def get_conditioning(
-        self, prompts: list[str], pose_maps: torch.Tensor | None = None, generator: torch.Generator | None = None
+        self,
+        prompts: list[str],
+        pose_maps: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        *,
+        pose_moments: torch.Tensor | None = None,
     ) -> Conditioning:
         """Build the conditioning of a batch.
 
         Args:
             prompts: B prompts.
             pose_maps: (B, 3, H, W) rendered skeletons in [-1, 1] (black background = -1); required iff
-                the model uses pose conditioning.
+                the model uses pose conditioning, unless `pose_moments` is given.
             generator: randomness of the pose latent's posterior sample.
+            pose_moments: (B, 8, h, w) cached VAE moments of the pose maps, instead of `pose_maps`.
         """
-        if self.pose_conditioning and pose_maps is None:
+        has_pose = pose_maps is not None or pose_moments is not None
+        if pose_maps is not None and pose_moments is not None:
+            raise ValueError("Pass pose_maps or pose_moments, not both.")
+        if self.pose_conditioning and not has_pose:
             raise ValueError("This model is pose-conditioned (HumanSD); pass pose_maps.")
-        if not self.pose_conditioning and pose_maps is not None:
+        if not self.pose_conditioning and has_pose:
             raise ValueError("This model is text-only (pose_conditioning=False); pose_maps must be None.")
         crossattn = self.encode_text(prompts)
-        concat = self.encode_images(pose_maps, generator) if pose_maps is not None else None
+        if pose_moments is not None:
+            concat = self.latents_from_moments(pose_moments, generator)
+        else:
+            concat = self.encode_images(pose_maps, generator) if pose_maps is not None else None
         return Conditioning(crossattn, concat)
 
     def apply_model(

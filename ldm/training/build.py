@@ -151,7 +151,15 @@ def check_data_fits_model(datamodule: ResumableDataModule, model: LatentDiffusio
     item = datamodule.datamodule.train_dataloader().dataset[0]
     from ldm.data.keys import BatchKey
 
-    height, width = item[BatchKey.IMAGE].shape[-2:]
+    if BatchKey.IMAGE_MOMENTS in item:  # a latent cache: the images were (latent side x VAE factor) pixels
+        height, width = (side * model.vae.downsample_factor for side in item[BatchKey.IMAGE_MOMENTS].shape[-2:])
+        if item[BatchKey.IMAGE_MOMENTS].shape[0] != 2 * model.vae.embed_dim:
+            raise ValueError(
+                f"The latent cache holds {item[BatchKey.IMAGE_MOMENTS].shape[0]}-channel moments; this model's VAE "
+                f"needs {2 * model.vae.embed_dim}. Rebuild the cache with this model's VAE (scripts/cache_latents.py)."
+            )
+    else:
+        height, width = item[BatchKey.IMAGE].shape[-2:]
     multiple = model.image_multiple
     if isinstance(loss_fn, HeatmapGuidedLoss):
         multiple = max(multiple, 32)

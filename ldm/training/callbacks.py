@@ -180,8 +180,14 @@ class ImageSampler(Callback):
         model = pl_module.model
         n = min(self.num_images, len(batch[BatchKey.CAPTION]))
         prompts = list(batch[BatchKey.CAPTION][:n])
-        images = batch[BatchKey.IMAGE][:n]
-        pose_maps = batch[BatchKey.POSE_MAP][:n] if model.pose_conditioning else None
+        cached = BatchKey.IMAGE_MOMENTS in batch  # latent-cache batch: show the VAE reconstructions instead
+        if cached:
+            images = model.vae.decode(batch[BatchKey.IMAGE_MOMENTS][:n].chunk(2, dim=1)[0]).clamp(-1, 1)
+            pose_moments = batch[BatchKey.POSE_MOMENTS][:n] if model.pose_conditioning else None
+            pose_maps = None if pose_moments is None else model.vae.decode(pose_moments.chunk(2, dim=1)[0])
+        else:
+            images = batch[BatchKey.IMAGE][:n]
+            pose_maps = batch[BatchKey.POSE_MAP][:n] if model.pose_conditioning else None
         ema = getattr(pl_module, "model_ema", None)
         scope = ema.swapped_in(model.model) if self.use_ema and ema is not None else contextlib.nullcontext()
         was_training = model.training
@@ -189,7 +195,10 @@ class ImageSampler(Callback):
         try:
             with scope:
                 generator = torch.Generator().manual_seed(self.seed)
-                cond = model.get_conditioning(prompts, pose_maps, generator)
+                if cached:
+                    cond = model.get_conditioning(prompts, None, generator, pose_moments=pose_moments)
+                else:
+                    cond = model.get_conditioning(prompts, pose_maps, generator)
                 negative = model.encode_text([self.negative_prompt]).expand(n, -1, -1)
                 guidance = ClassifierFreeGuidance(self.guidance_scale, Conditioning(negative, cond.concat))
                 plan = make_plan(model.alphas_cumprod, self.steps)
@@ -201,7 +210,7 @@ class ImageSampler(Callback):
             model.train(was_training)
         rows = [_to_uint8(images)]
         if pose_maps is not None:
-            poses = _to_uint8(pose_maps)
+            poses = _to_uint8(pose_maps.clamp(-1, 1))
             rows += [poses, samples, np.stack([overlay_skeleton(s, p) for s, p in zip(samples, poses)])]
         else:
             rows.append(samples)

@@ -170,15 +170,24 @@ class LatentDiffusionModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ steps
     def _common_step(self, batch: Mapping[str, Any], batch_idx: int, stage: str) -> LossOutput:
-        """Encode a batch and apply the loss (shared by training and validation)."""
-        images = batch[BatchKey.IMAGE]  # (B, 3, H, W) in [-1, 1]
+        """Encode a batch and apply the loss (shared by training and validation).
+
+        A batch from a latent cache (`ldm.data.latent_cache`) carries VAE moments instead of images and pose maps;
+        the latents are then sampled from them with the same generator draws, so both paths give the same loss.
+        """
         prompts = list(batch[BatchKey.CAPTION])
-        pose_maps = batch[BatchKey.POSE_MAP] if self.model.pose_conditioning else None  # (B, 3, H, W) in [-1, 1]
         generator = self.step_generator(stage, batch_idx)
+        cached = BatchKey.IMAGE_MOMENTS in batch
         with torch.no_grad():
             # RNG order as the original: image posterior sample, then the pose latent's, then t and eps.
-            x0 = self.model.encode_images(images, generator)  # (B, 4, H/8, W/8)
-            cond = self.model.get_conditioning(prompts, pose_maps, generator)
+            if cached:
+                x0 = self.model.latents_from_moments(batch[BatchKey.IMAGE_MOMENTS], generator)  # (B, 4, h, w)
+                pose = batch[BatchKey.POSE_MOMENTS] if self.model.pose_conditioning else None
+                cond = self.model.get_conditioning(prompts, None, generator, pose_moments=pose)
+            else:
+                x0 = self.model.encode_images(batch[BatchKey.IMAGE], generator)  # (B, 4, H/8, W/8)
+                pose_maps = batch[BatchKey.POSE_MAP] if self.model.pose_conditioning else None  # (B, 3, H, W)
+                cond = self.model.get_conditioning(prompts, pose_maps, generator)
         return self.loss_fn(self.model, x0, cond, generator=generator)
 
     def _log_outputs(self, out: LossOutput, stage: str, batch_size: int, suffix: str = "") -> None:

@@ -1,0 +1,99 @@
+"""The mannequin builder's plumbing: ablation summary/merge tables, scale-factor rewrite, override parsing."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(ap: float, pce: float) -> dict:
+    return {"images": 10, "AP": ap, "AP50": 2 * ap, "PCE": pce, "adherence": 0.5}
+
+
+def test_summary_is_mean_and_sample_std_over_seeds():
+    evaluate = _script("evaluate_mannequin")
+    rows = {
+        "real renders": _row(0.9, 0.1),
+        "paper (seed 23)": _row(0.2, 1.0),
+        "paper (seed 24)": _row(0.4, 3.0),
+        "plain (seed 23)": _row(0.1, 2.0),
+    }
+    summary = evaluate.summarize(rows)
+    assert set(summary) == {"paper", "plain"}  # the real-render row is not a mode
+    assert summary["paper"]["seeds"] == 2 and summary["paper"]["images"] == 20
+    assert math.isclose(summary["paper"]["AP"], 0.3) and math.isclose(summary["paper"]["AP_std"], math.sqrt(0.02))
+    assert math.isclose(summary["paper"]["PCE_std"], math.sqrt(2.0))
+    assert summary["plain"]["AP_std"] is None  # one seed: no spread to report
+
+
+def test_merge_combines_runs_and_reports_a_missing_one(tmp_path, capsys):
+    evaluate = _script("evaluate_mannequin")
+    for mode, ap in (("plain", 0.1), ("paper", 0.3)):
+        run = tmp_path / mode
+        run.mkdir()
+        rows = {"real renders": _row(0.9, 0.1), f"{mode} (seed 23)": _row(ap, 1.0)}
+        (run / "ablation.json").write_text(json.dumps({"rows": rows}))
+    assert evaluate.main(["--merge", str(tmp_path / "plain"), str(tmp_path / "paper"), "--outdir", str(tmp_path)]) == 0
+    merged = json.loads((tmp_path / "ablation.json").read_text())
+    assert list(merged["rows"]) == ["real renders", "plain (seed 23)", "paper (seed 23)"]
+    table = (tmp_path / "ablation.md").read_text()
+    assert "| paper | 1 | 0.300 |" in table and "| real renders | 10 | 0.900 |" in table
+    assert evaluate.main(["--merge", str(tmp_path / "missing"), "--outdir", str(tmp_path)]) == 2
+    assert "no " in capsys.readouterr().err
+
+
+def test_init_rewrites_only_the_scale_factor(tmp_path):
+    build = _script("build_mannequin_models")
+    config = tmp_path / "model.yaml"
+    config.write_text("model:\n  params:\n    scale_factor: 0.18215  # measured\n    other: 1\n")
+    build._set_scale_factor(config, 0.320641)
+    assert config.read_text() == "model:\n  params:\n    scale_factor: 0.32064  # measured\n    other: 1\n"
+    config.write_text("model: {}\n")
+    with pytest.raises(SystemExit, match="No `scale_factor:` line"):
+        build._set_scale_factor(config, 0.3)
+
+
+def test_builder_passes_overrides_and_rejects_bare_words(monkeypatch, capsys):
+    build = _script("build_mannequin_models")
+    seen = {}
+    monkeypatch.setitem(build.STAGES, "vae", lambda args: seen.update(vars(args)))
+    assert build.main(["vae", "--max-minutes", "2", "data.batch_size=64", "data.num_workers=4"]) == 0
+    assert seen["overrides"] == ["data.batch_size=64", "data.num_workers=4"] and seen["max_minutes"] == 2.0
+    with pytest.raises(SystemExit):
+        build.main(["vae", "batch64"])
+    assert "overrides must be key=value" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", ["plain", "paper", "reference"])
+def test_shipped_unets_load_strictly_with_the_shared_base(mode, monkeypatch):
+    from ldm.inference.defaults import TINY_CONFIG
+    from ldm.inference.loading import load_model
+
+    monkeypatch.chdir(REPO)
+    tiny = REPO / "humansd_data/checkpoints/tiny"
+    model, _ = load_model(TINY_CONFIG, [tiny / "base-tiny.safetensors", tiny / f"humansd-tiny-{mode}.safetensors"])
+    assert model.unet.input_blocks[0][0].weight.shape[1] == 8  # noisy latent + pose latent
+    assert sum(p.numel() for p in model.unet.parameters()) > 2_000_000
+
+
+def test_a_weight_file_that_does_not_match_its_config_is_refused(monkeypatch):
+    from ldm.inference.defaults import TINY_CONFIG
+    from ldm.inference.loading import load_model
+
+    monkeypatch.chdir(REPO)
+    tiny = REPO / "humansd_data/checkpoints/tiny"
+    with pytest.raises(ValueError, match="does not match"):
+        load_model(TINY_CONFIG, [tiny / "base-tiny.safetensors", tiny / "pose-tiny.safetensors"])
