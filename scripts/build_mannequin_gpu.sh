@@ -29,7 +29,7 @@ if [ "$CALIBRATE" = 1 ]; then
 else
     POSE_MIN=${POSE_MIN:-2.5} POSE_STEPS=${POSE_STEPS:-6000}
     VAE_MIN=${VAE_MIN:-2.5}
-    UNET_MIN=${UNET_MIN:-3.0} UNET_STEPS=${UNET_STEPS:-3000}
+    UNET_MIN=${UNET_MIN:-3.0} UNET_STEPS=${UNET_STEPS:-6000}
     EVAL_LIMIT=${EVAL_LIMIT:-300}
 fi
 POSE_BATCH=${POSE_BATCH:-64} VAE_BATCH=${VAE_BATCH:-64} UNET_BATCH=${UNET_BATCH:-64}
@@ -61,7 +61,7 @@ B init >"$OUT_DIR/init.log" 2>&1 || { tail -30 "$OUT_DIR/init.log"; exit 1; }
 grep -h "scale" "$OUT_DIR/init.log"
 
 stamp "latent cache (the training split through the new VAE, both orientations)"
-B cache --device "$DEVICE" >"$OUT_DIR/cache.log" 2>&1 || { tail -30 "$OUT_DIR/cache.log"; exit 1; }
+B cache --device "$DEVICE" --workers "${WORLD_WORKERS:-12}" >"$OUT_DIR/cache.log" 2>&1 || { tail -30 "$OUT_DIR/cache.log"; exit 1; }
 
 stamp "UNets: modes [$MODES] x seeds [$SEEDS], ${UNET_STEPS} steps or ${UNET_MIN} min, batch $UNET_BATCH"
 pids=()

@@ -134,6 +134,7 @@ def stage_init(args: argparse.Namespace) -> None:
 def stage_cache(args: argparse.Namespace) -> None:
     argv = ["--model-config", str(MODEL_CONFIG), "--ckpt", str(TINY / "base-tiny.safetensors")]
     argv += ["--map-file", str(WORLD / "mapping_file_training.json"), "--out", str(CACHE), "--device", args.device]
+    argv += ["--workers", str(args.workers - 1 if args.workers > 1 else 0)]
     _run("cache_latents", argv)
 
 
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int, default=3000, help="training steps of the `unet` stage")
     parser.add_argument("--max-minutes", type=float, help="stop the pose/vae/unet training after this many minutes")
     parser.add_argument("--world-size", type=int, default=10000, help="images of the generated world")
-    parser.add_argument("--workers", type=int, default=1, help="processes generating the world")
+    parser.add_argument("--workers", type=int, default=1, help="processes generating the world / reading it (cache)")
     parser.add_argument("--device", default="cpu", help="torch device of the `cache` stage's VAE")
     parser.add_argument("--init", type=Path, help="`unet`: start from these full model weights (default: init)")
     parser.add_argument("--out-dir", type=Path, default=TINY, help="`unet`: where the UNet file is written")

@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--batch-size", type=int, default=64, help="images per VAE call")
     p.add_argument("--device", default="cpu", help="torch device of the VAE")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader processes reading and rendering the items")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -74,7 +75,13 @@ def main(argv: list[str] | None = None) -> int:
         }
         start = time.perf_counter()
         build_latent_cache(
-            model.vae, options, args.out, flips=not args.no_flips, batch_size=args.batch_size, device=args.device
+            model.vae,
+            options,
+            args.out,
+            flips=not args.no_flips,
+            batch_size=args.batch_size,
+            device=args.device,
+            num_workers=args.workers,
         )
     except (FileNotFoundError, ValueError) as err:
         print(f"cache_latents: error: {err}", file=sys.stderr)

@@ -187,6 +187,9 @@ def merge(dirs: list[Path], outdir: Path) -> int:
             return 2
         data = json.loads(path.read_text())
         for name, row in data.get("rows", data).items():
+            if name in rows and name != "real renders" and rows[name] != row:
+                print(f"evaluate_mannequin: error: {name!r} is in two runs with different results", file=sys.stderr)
+                return 2
             rows.setdefault(name, row)  # the "real renders" row is the same in every run
     _write_tables(rows, outdir)
     return 0

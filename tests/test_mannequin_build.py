@@ -53,6 +53,11 @@ def test_merge_combines_runs_and_reports_a_missing_one(tmp_path, capsys):
     assert "| paper | 1 | 0.300 |" in table and "| real renders | 10 | 0.900 |" in table
     assert evaluate.main(["--merge", str(tmp_path / "missing"), "--outdir", str(tmp_path)]) == 2
     assert "no " in capsys.readouterr().err
+    clash = tmp_path / "clash"
+    clash.mkdir()
+    (clash / "ablation.json").write_text(json.dumps({"rows": {"plain (seed 23)": _row(0.5, 1.0)}}))
+    assert evaluate.main(["--merge", str(tmp_path / "plain"), str(clash), "--outdir", str(tmp_path / "x")]) == 2
+    assert "in two runs with different results" in capsys.readouterr().err
 
 
 def test_init_rewrites_only_the_scale_factor(tmp_path):
