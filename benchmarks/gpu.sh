@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# GPU benchmark suite for one CUDA GPU (issue #9). Not run yet: no device was lent to the session that wrote it.
+# GPU benchmark suite for one CUDA GPU (issue #9). Steps 1 (without compile / half weights) and 3 ran once on an H100
+# (benchmarks/RESULTS.md); the rest has not run on a GPU yet.
 #
 #   bash benchmarks/gpu.sh                 # from the repository root, in the project's virtual environment
 #   PY=.venv/bin/python OUT_DIR=outputs/benchmarks/gpu STEP_TIMEOUT=300 bash benchmarks/gpu.sh
 #
 # Steps (each under `timeout $STEP_TIMEOUT`; a failed or timed-out step is reported and the suite goes on):
 #   1. UNet it/s at 512² (64² latent), batch 2 = batch 1 with CFG: ours eager, ours torch.compile, diffusers
-#      (same weights, outputs checked equal first), fp32 / bf16 / fp16 autocast, peak allocated memory per UNet.
+#      (same weights, outputs checked equal first), fp32 / bf16 / fp16 autocast, both UNets also with bf16-stored
+#      weights (autocast alone re-casts the fp32 weights on every call), peak allocated memory per UNet.
 #   2. End-to-end sampling at 512², 20 DDIM steps, SD-2.1-size HumanSD (random weights): s/image and peak memory,
 #      plain vs torch.compile vs bf16 (+channels-last) vs VAE tiling.
 #   3. Training step time and memory at 512²: plain vs heatmap-guided loss, bf16-mixed, random pose-net weights.
@@ -37,7 +39,7 @@ run_step() {  # run_step NAME CMD... : run CMD with a timeout, log to $OUT_DIR/N
 step() { local name=$1; shift; run_step "$name" "$PY" -m benchmarks "$@"; }
 
 step unet512 unet_vs_diffusers --device cuda --sizes 512 --dtypes fp32 bf16 fp16 --batch-size 2 \
-    --iters 20 --warmup 3 --threads 8 --compile --channels-last --json "$OUT_DIR/unet512.json"
+    --iters 20 --warmup 3 --threads 8 --compile --channels-last --weights-dtype bf16 --json "$OUT_DIR/unet512.json"
 step sampling512 sampling --full-size --device cuda --size 512 --steps 20 --iters 3 --threads 8 \
     --variants plain compile bf16 bf16_channels_last vae_tiling --json "$OUT_DIR/sampling512.json"
 # train_step.py reports time only: this wrapper adds the CUDA allocator's peak (max over its loss variants).

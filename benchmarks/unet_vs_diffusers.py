@@ -73,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (keep 1 on a shared machine)")
     p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--prepack", action="store_true", help="also time ours with prepacked conv weights (CPU)")
+    p.add_argument(
+        "--weights-dtype",
+        choices=["bf16", "fp16"],
+        help="also time both UNets with weights stored in this dtype (in that dtype's row, under autocast)",
+    )
     p.add_argument("--channels-last", action="store_true", help="also time our UNet in channels-last format")
     p.add_argument("--compile", action="store_true", help="also time our UNet under torch.compile")
     p.add_argument("--compile-diffusers", action="store_true", help="also time diffusers under torch.compile")
@@ -213,6 +218,11 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         impls["ours_compiled"] = torch.compile(shared_copy(ours))
     if args.compile_diffusers:
         impls["diffusers_compiled"] = torch.compile(shared_copy(ref))
+    half_weights: dict[str, nn.Module] = {}
+    if args.weights_dtype:  # both UNets with their weights stored in bf16/fp16 (no per-call weight casts)
+        tag = args.weights_dtype
+        half_weights[f"ours_{tag}_weights"] = copy.deepcopy(ours).to(DTYPES[tag])
+        half_weights[f"diffusers_{tag}_weights"] = copy.deepcopy(ref).to(DTYPES[tag])
     n_params = sum(p.numel() for p in ours.parameters())
     logger.info("Built both UNets (%.1f M parameters each) in %.1f s", n_params / 1e6, time.perf_counter() - start)
     results = []
@@ -222,13 +232,14 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         logger.info("size %d: fp32 outputs of all variants equal (max abs diff %.2e <= %g)", size, diff, args.tol)
         for name in args.dtypes:
             row = {"size": size, "latent": size // 8, "batch": args.batch_size, "dtype": name, "fp32_check": diff}
-            row.update(time_impls(impls, inputs, DTYPES[name], args.iters, args.warmup))
+            timed = impls | (half_weights if name == args.weights_dtype else {})  # half weights: their dtype's row
+            row.update(time_impls(timed, inputs, DTYPES[name], args.iters, args.warmup))
             logger.info(
                 "size %d %s: %s",
                 size,
                 name,
                 ", ".join(
-                    f"{n} {row[f'{n}_s']:.3f} s ({row[f'ratio_{n}_over_diffusers']:.2f}x diffusers)" for n in impls
+                    f"{n} {row[f'{n}_s']:.3f} s ({row[f'ratio_{n}_over_diffusers']:.2f}x diffusers)" for n in timed
                 ),
             )
             results.append(row)
@@ -238,16 +249,19 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 def format_table(results: list[dict[str, Any]]) -> str:
     """Markdown table: seconds per call, time relative to diffusers eager (< 1: faster than diffusers) and the max
     abs output difference of each variant to diffusers (bf16: rounding)."""
-    names = [k[: -len("_s")] for k in results[0] if k.endswith("_s") and not k.endswith(("_all_s", "_per_s"))]
+    names: list[str] = []  # every variant of any row, in first-seen order (half-weight variants: one row only)
+    for r in results:
+        names += [k[: -len("_s")] for k in r if k.endswith("_s") and not k.endswith(("_all_s", "_per_s"))]
+    names = list(dict.fromkeys(names))
     others = [n for n in names if n != "diffusers"]
     head = " | ".join(
         [f"{n} s/call" for n in names] + [f"{n}/diffusers" for n in others] + [f"{n} max abs diff" for n in others]
     )
     lines = [f"| image | latent | batch | dtype | {head} |", "|---" * (4 + len(names) + 2 * len(others)) + "|"]
     for r in results:
-        cells = [f"{r[f'{n}_s']:.3f}" for n in names]
-        cells += [f"**{r[f'ratio_{n}_over_diffusers']:.2f}**" for n in others]
-        cells += [f"{r[f'{n}_max_abs_diff']:.1e}" for n in others]
+        cells = [f"{r[f'{n}_s']:.3f}" if f"{n}_s" in r else "-" for n in names]
+        cells += [f"**{r[f'ratio_{n}_over_diffusers']:.2f}**" if f"{n}_s" in r else "-" for n in others]
+        cells += [f"{r[f'{n}_max_abs_diff']:.1e}" if f"{n}_s" in r else "-" for n in others]
         lines.append(f"| {r['size']}² | {r['latent']}² | {r['batch']} | {r['dtype']} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
