@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     fast.add_argument(
         "--prepack-weights", action="store_true", help="CPU: pack the UNet weights once for oneDNN/MKL (faster)"
     )
+    fast.add_argument(
+        "--unet-dtype", choices=["bf16", "fp16"], help="store the UNet weights in this dtype (needs --precision same)"
+    )
     fast.add_argument("--vae-slicing", action="store_true", help="decode one image at a time (less memory)")
     fast.add_argument("--vae-tiling", action="store_true", help="decode in overlapping tiles (large images)")
     return p
@@ -152,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             channels_last=args.channels_last,
             compile_unet=args.compile,
             prepack_weights=args.prepack_weights,
+            unet_dtype=args.unet_dtype,
             vae_slicing=args.vae_slicing,
             vae_tiling=args.vae_tiling,
         )

@@ -39,6 +39,9 @@ from ldm.models.latent_diffusion import LatentDiffusion
 logger = logging.getLogger(__name__)
 
 
+HALF_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 @dataclass(frozen=True)
 class FastPathOptions:
     """Speed/memory options of inference; all off by default.
@@ -49,6 +52,8 @@ class FastPathOptions:
         compile_kwargs: extra keyword arguments of `torch.compile` (e.g. {"mode": "max-autotune"}).
         prepack_weights: CPU inference: keep the UNet's convolution and linear weights packed for oneDNN / MKL
             (see `prepack_weights`; costs up to one extra copy of the weights).
+        unet_dtype: "bf16" / "fp16": store the UNet's weights in that dtype (use with autocast of the same dtype,
+            `PoseToImagePipeline(precision=...)`): autocast alone re-casts the fp32 weights on every call.
         vae_slicing: decode one image of the batch at a time.
         vae_tiling: decode overlapping latent tiles (for images larger than the model's native size).
         vae_tile: tile side in latent pixels (64 = 512 px with SD's f=8 VAE).
@@ -60,6 +65,7 @@ class FastPathOptions:
     compile_unet: bool = False
     compile_kwargs: dict[str, Any] = field(default_factory=dict)
     prepack_weights: bool = False
+    unet_dtype: str | None = None
     vae_slicing: bool = False
     vae_tiling: bool = False
     vae_tile: int = 64
@@ -76,6 +82,8 @@ class FastPathOptions:
                 "prepack_weights and compile_unet are exclusive: under torch.compile, inductor's weight freezing "
                 "(torch._inductor.config.freezing = True) packs the weights itself; choose one."
             )
+        if self.unet_dtype not in (None, *HALF_DTYPES):
+            raise ValueError(f"unet_dtype must be None or one of {sorted(HALF_DTYPES)}; got {self.unet_dtype!r}.")
         if self.vae_tile <= 0 or not 0 <= self.vae_tile_overlap < self.vae_tile:
             raise ValueError(
                 f"Need vae_tile > 0 and 0 <= vae_tile_overlap < vae_tile; got {self.vae_tile}, {self.vae_tile_overlap}."
@@ -94,6 +102,8 @@ def apply_fast_path(model: LatentDiffusion, options: FastPathOptions) -> LatentD
     """
     if options.attention_backend is not None:
         set_attention_backend(options.attention_backend)
+    if options.unet_dtype is not None:
+        model.unet.to(HALF_DTYPES[options.unet_dtype])
     if options.channels_last:
         model.unet.to(memory_format=torch.channels_last)
     if options.prepack_weights:

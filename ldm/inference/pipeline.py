@@ -90,6 +90,8 @@ class PoseToImagePipeline:
         compile_unet: `torch.compile` the UNet (the first call compiles).
         prepack_weights: CPU: keep the UNet's convolution/linear weights packed for oneDNN/MKL (about as fast as
             `compile_unet` with freezing, no compiler; costs one extra copy of the UNet weights).
+        unet_dtype: "bf16" / "fp16" (with the same `precision`): keep the UNet weights in that dtype instead of
+            re-casting the fp32 weights on every autocast call.
         vae_slicing: decode one image of the batch at a time (lower peak memory, same result).
         vae_tiling: decode overlapping latent tiles blended linearly (bounded memory for large images; close to,
             not bit-equal with, the plain decode when the latent spans several tiles).
@@ -106,11 +108,17 @@ class PoseToImagePipeline:
         channels_last: bool = False,
         compile_unet: bool = False,
         prepack_weights: bool = False,
+        unet_dtype: str | None = None,
         vae_slicing: bool = False,
         vae_tiling: bool = False,
     ):
         if precision not in PRECISIONS:
             raise ValueError(f"Unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}.")
+        if unet_dtype is not None and unet_dtype != precision:
+            raise ValueError(
+                f"unet_dtype={unet_dtype!r} needs precision={unet_dtype!r} (autocast in the weights' dtype); "
+                f"got precision={precision!r}."
+            )
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
         self.precision = precision
@@ -120,6 +128,7 @@ class PoseToImagePipeline:
             channels_last=channels_last,
             compile_unet=compile_unet,
             prepack_weights=prepack_weights,
+            unet_dtype=unet_dtype,
             vae_slicing=vae_slicing,
             vae_tiling=vae_tiling,
         )
@@ -139,8 +148,8 @@ class PoseToImagePipeline:
     ) -> PoseToImagePipeline:
         """Build the model from a YAML config and load its checkpoint (see `ldm.inference.loading.load_model`).
 
-        `fast_path` keywords (`channels_last`, `compile_unet`, `prepack_weights`, `vae_slicing`, `vae_tiling`) go to
-        `__init__`.
+        `fast_path` keywords (`channels_last`, `compile_unet`, `prepack_weights`, `unet_dtype`, `vae_slicing`,
+        `vae_tiling`) go to `__init__`.
         """
         model, cfg = load_model(config, checkpoint, allow_random=allow_random, trust_pickle=trust_pickle)
         size = cfg.get("defaults", {}).get("size", 512)
