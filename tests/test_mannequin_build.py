@@ -102,3 +102,49 @@ def test_a_weight_file_that_does_not_match_its_config_is_refused(monkeypatch):
     tiny = REPO / "humansd_data/checkpoints/tiny"
     with pytest.raises(ValueError, match="does not match"):
         load_model(TINY_CONFIG, [tiny / "base-tiny.safetensors", tiny / "pose-tiny.safetensors"])
+
+
+def test_unet_stage_passes_init_ema_and_overrides_to_train(monkeypatch, tmp_path):
+    build = _script("build_mannequin_models")
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_run(name, argv):
+        seen["name"], seen["argv"] = name, argv
+        raise Stop
+
+    monkeypatch.setattr(build, "_run", fake_run)
+    monkeypatch.setattr(build, "_check_cache_matches_init", lambda init: seen.setdefault("checked", init))
+    start = tmp_path / "pretrained.safetensors"
+    with pytest.raises(Stop):
+        build.main(
+            [
+                "unet",
+                "--mode",
+                "paper",
+                "--seed",
+                "24",
+                "--max-steps",
+                "250",
+                "--no-ema",
+                "--init",
+                str(start),
+                "data.params.batch_size=32",
+            ]
+        )
+    assert seen["name"] == "train" and seen["checked"] == start
+    argv = seen["argv"]
+    assert argv[argv.index("--config") + 1] == "configs/tiny/mannequin-train-paper.yaml"
+    assert argv[argv.index("--seed") + 1] == "24"
+    for item in (
+        f"init.checkpoint={start}",
+        "module.use_ema=false",
+        "lightning.trainer.max_steps=250",
+        "data.params.batch_size=32",
+    ):
+        assert item in argv
+    with pytest.raises(Stop):
+        build.main(["unet", "--mode", "plain"])  # defaults: the stage's own init, EMA kept
+    assert f"init.checkpoint={build.INIT}" in seen["argv"] and "module.use_ema=false" not in seen["argv"]
