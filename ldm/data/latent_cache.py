@@ -33,6 +33,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from ldm.config import check_params
 from ldm.data.humansd import HumanPoseDataModule, HumanPoseDataset, collate_batch
@@ -99,7 +100,7 @@ def build_latent_cache(
         dataset = HumanPoseDataset(**options)
         loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_batch)
         images, poses, keypoints = [], [], []
-        for batch in loader:
+        for batch in tqdm(loader, desc=f"latent cache, orientation {orientation + 1}/{len(passes)}", leave=False):
             images.append(vae.encode_moments(batch[BatchKey.IMAGE].to(device)).to("cpu", torch.float16))
             poses.append(vae.encode_moments(batch[BatchKey.POSE_MAP].to(device)).to("cpu", torch.float16))
             keypoints.append(batch[BatchKey.KEYPOINTS].float())
