@@ -17,8 +17,8 @@ Presets: ``tiny`` (configs/tiny, 64 px), ``mid`` (the SD-1.5 layout at model_cha
 structure and relative costs at a CPU-friendly size), ``full`` (SD-1.5 itself, 512 px; use a GPU).
 
 Examples:
-    python benchmarks/comparison_overhead.py --preset mid
-    python benchmarks/comparison_overhead.py --preset full --device cuda --precision fp16 --images
+    python -m benchmarks comparison_overhead --preset mid
+    python -m benchmarks comparison_overhead --preset full --device cuda --precision fp16 --images
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from benchmarks.common import HelpFormatter
 from comparison_models.denoisers import ControlNetDenoiser, T2IAdapterDenoiser
 from comparison_models.pipelines import (
     ControlNetPipeline,
@@ -62,10 +63,6 @@ PRESETS: dict[str, dict] = {
         "adapter": "configs/comparison/t2iadapter-openpose-sd14.yaml",
     },
 }
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults and keep the description's example layout."""
 
 
 def build_parser() -> argparse.ArgumentParser:

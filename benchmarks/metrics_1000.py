@@ -9,7 +9,7 @@ and an evaluation without matches), the seeded ``TinyFeatures`` and a tiny rando
 overall and per scenario, tables) and the wall time of that call is reported. Synthesis is not timed.
 
 Example:
-    python benchmarks/metrics_1000.py --n 1000 --threads 1
+    python -m benchmarks metrics_1000 --n 1000 --threads 1
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from benchmarks.common import HelpFormatter
 from ldm.pose.io import save_pose
 from ldm.pose.keypoints import Person, Pose
 from ldm.pose.render import render_pose_map
@@ -116,7 +117,7 @@ def _cli():
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--n", type=int, default=1000, help="generated images")
     parser.add_argument("--size", type=int, default=512, help="image side in pixels")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: best on a shared machine)")

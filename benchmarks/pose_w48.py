@@ -5,7 +5,7 @@ heatmaps stay below the detection threshold, so the time is the two network pass
 the resize and a trivially short decoding; a trained network adds the grouping/refinement of the found persons.
 
 Example:
-    python benchmarks/pose_w48.py --runs 3 --size 512
+    python -m benchmarks pose_w48 --runs 3 --size 512
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ import time
 import numpy as np
 import torch
 
+from benchmarks.common import HelpFormatter
 from ldm.pose.estimator import POSE_ESTIMATOR_PRESETS, PoseEstimator
 
 logger = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--config", default="w48", choices=sorted(POSE_ESTIMATOR_PRESETS), help="network preset")
     parser.add_argument("--size", type=int, default=512, help="square test image side in pixels")
     parser.add_argument("--runs", type=int, default=3, help="timed detect() calls (after one warm-up)")

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.common import HelpFormatter
 from ldm.inference.pipeline import PoseToImagePipeline
 
 logger = logging.getLogger("sampling")
@@ -46,10 +47,6 @@ VARIANTS: dict[str, tuple[str, dict[str, bool]]] = {
     "bf16_channels_last": ("bf16", {"channels_last": True}),
     "compile": ("fp32", {"compile_unet": True}),
 }
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults and keep the description's example layout."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,8 +5,8 @@ Every variant runs in this one process on the same model, batch and precision: `
 reported. Weights are random (no checkpoint is read except the pose net's, when configured and present): timing only.
 
 Examples:
-    python benchmarks/train_step.py                                   # tiny model on CPU
-    python benchmarks/train_step.py --config configs/humansd/humansd-finetune.yaml --device cuda \\
+    python -m benchmarks train_step                                   # tiny model on CPU
+    python -m benchmarks train_step --config configs/humansd/humansd-finetune.yaml --device cuda \\
         --precision bf16-mixed --batch-size 4 --random-pose-net
 """
 
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.common import HelpFormatter
 from ldm.data.keys import BatchKey
 from ldm.training.build import build_loss, build_model, build_module
 from ldm.training.config import HeatmapLossConfig, LossConfig, PoseNetConfig, load_train_config, parse_train_config
@@ -32,10 +33,6 @@ logger = logging.getLogger("train_step")
 
 VARIANTS = ("plain", "heatmap-reference", "heatmap-paper")
 AUTOCAST = {"32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults and keep the description's example layout."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -44,6 +44,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from benchmarks.common import HelpFormatter
 from ldm.config import instantiate, load_config, to_container
 from ldm.inference.fast_path import prepack_weights
 from ldm.models.unet import UNetModel
@@ -51,10 +52,6 @@ from ldm.models.unet import UNetModel
 logger = logging.getLogger("unet_vs_diffusers")
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults and keep the description's example layout."""
 
 
 def build_parser() -> argparse.ArgumentParser:
