@@ -33,16 +33,14 @@ from torch import nn
 from ldm.pose.bottom_up import (
     BottomUpConfig,
     DecodedPoses,
-    ResizeTransform,
     aggregate_outputs,
     aggregate_stages,
-    compute_resize,
     decode_poses,
-    resize_for_network,
 )
 from ldm.pose.higherhrnet import HIGHERHRNET_PRESETS, HigherHRNet, HigherHRNetConfig, StageConfig
 from ldm.pose.image import ImageLike, to_rgb_uint8
 from ldm.pose.keypoints import COCO_FLIP_INDEX, NUM_KEYPOINTS, Person
+from ldm.pose.resize import ResizeTransform, compute_resize, resize_for_network
 
 logger = logging.getLogger(__name__)
 

@@ -19,15 +19,14 @@ from ldm.pose.bottom_up import (
     adjust_quarter_offset,
     aggregate_outputs,
     aggregate_stages,
-    compute_resize,
     decode_poses,
     flip_back,
     group_by_tags,
     refine_missing_joints,
-    resize_for_network,
     top_k_candidates,
 )
 from ldm.pose.keypoints import COCO_FLIP_INDEX, COCO_OKS_SIGMAS
+from ldm.pose.resize import compute_resize, resize_for_network
 
 logger = logging.getLogger(__name__)
 
