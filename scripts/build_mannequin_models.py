@@ -138,8 +138,8 @@ def stage_cache(args: argparse.Namespace) -> None:
     _run("cache_latents", argv)
 
 
-def _check_cache_matches_init(init: Path) -> None:
-    """The latent cache must come from the VAE the UNet trains with (a retrained VAE needs a new cache)."""
+def _check_cache_matches_init(init: list[Path]) -> None:
+    """The latent cache must come from the VAE the UNet trains with (a retrained encoder needs a new cache)."""
     from ldm.config import load_config
     from ldm.data.latent_cache import vae_fingerprint
     from ldm.inference.loading import build_model
@@ -148,22 +148,24 @@ def _check_cache_matches_init(init: Path) -> None:
         raise SystemExit(f"No latent cache at {CACHE}; run: python scripts/build_mannequin_models.py cache")
     vae = build_model(load_config(MODEL_CONFIG)).vae
     prefix = "first_stage_model."
-    vae.load_state_dict({k[len(prefix) :]: v for k, v in load_file(str(init)).items() if k.startswith(prefix)})
+    state = {k[len(prefix) :]: v for p in init for k, v in load_file(str(p)).items() if k.startswith(prefix)}
+    vae.load_state_dict(state)
     with safe_open(str(CACHE), framework="pt") as f:
         cached = (f.metadata() or {}).get("vae_fingerprint")
     if cached != vae_fingerprint(vae):
-        raise SystemExit(f"{CACHE} was encoded by another VAE than {init}'s; rerun the `cache` stage.")
+        names = " + ".join(map(str, init))
+        raise SystemExit(f"{CACHE} was encoded by another VAE encoder than {names}'s; rerun the `cache` stage.")
 
 
 def stage_unet(args: argparse.Namespace) -> None:
     from ldm.training.export import export_inference_weights
 
-    init = args.init or INIT
+    init = args.init or [INIT]
     _check_cache_matches_init(init)
-    name = f"mannequin-{args.mode}-s{args.seed}" + ("" if args.init is None else f"-from-{args.init.stem}")
+    name = f"mannequin-{args.mode}-s{args.seed}" + ("" if args.init is None else f"-from-{init[-1].stem}")
     argv = ["--config", f"configs/tiny/mannequin-train-{args.mode}.yaml", "--name", name, "--seed", str(args.seed)]
     argv += ["--logdir", "logs/mannequin", f"lightning.trainer.max_steps={args.max_steps}"]
-    argv += [f"init.checkpoint={init}"] + (["module.use_ema=false"] if args.no_ema else [])
+    argv += [a for p in init for a in ("--init-from", str(p))] + (["module.use_ema=false"] if args.no_ema else [])
     if args.max_minutes is not None:
         argv.append(f"lightning.trainer.max_time={{minutes: {args.max_minutes}}}")
     _run("train", argv + args.overrides)
@@ -181,7 +183,8 @@ def stage_unet(args: argparse.Namespace) -> None:
     with safe_open(str(full), framework="pt") as f:
         steps = (f.metadata() or {}).get("global_step", "unknown")
     meta = {"mode": args.mode, "seed": str(args.seed), "max_steps": str(args.max_steps), "steps": steps}
-    meta |= {"run": str(run), "init": str(init), "ema": str(not args.no_ema), "overrides": " ".join(args.overrides)}
+    meta |= {"run": str(run), "init": " + ".join(map(str, init)), "ema": str(not args.no_ema)}
+    meta |= {"overrides": " ".join(args.overrides)}
     save_file(unet, str(out), metadata={"info": json.dumps(meta)})
     logger.info("Wrote %s (%.1f MB)", out, out.stat().st_size / 1e6)
 
@@ -206,7 +209,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--world-size", type=int, default=10000, help="images of the generated world")
     parser.add_argument("--workers", type=int, default=1, help="processes generating the world / reading it (cache)")
     parser.add_argument("--device", default="cpu", help="torch device of the `cache` stage's VAE")
-    parser.add_argument("--init", type=Path, help="`unet`: start from these full model weights (default: init)")
+    parser.add_argument(
+        "--init",
+        type=Path,
+        action="append",
+        help="`unet`: start from these model weights; repeat for files that together hold the model "
+        "(e.g. --init base-tiny.safetensors --init <unet file>; default: logs/mannequin/init.safetensors)",
+    )
     parser.add_argument("--out-dir", type=Path, default=TINY, help="`unet`: where the UNet file is written")
     parser.add_argument("--no-ema", action="store_true", help="`unet`: train and export without EMA (fine-tuning)")
     parser.add_argument("overrides", nargs="*", default=[], help="dotted key=value overrides for the training script")

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--outdir", type=Path, default=Path("outputs/demo"), help="where the grid is written")
     parser.add_argument("--config", type=Path, help="model config (default: the embedded tiny model)")
-    parser.add_argument("--ckpt", type=Path, help="weights")
+    parser.add_argument("--ckpt", type=Path, action="append", help="weights; repeat for a base + UNet pair")
     parser.add_argument("--samples", type=int, default=3, help="samples per pose")
     parser.add_argument("--steps", type=int, default=20, help="sampler steps")
     parser.add_argument("--scale", type=float, default=5.0, help="classifier-free guidance scale")

@@ -3,7 +3,9 @@
 For each loss mode (plain / paper / reference) it generates one image per validation entry with the shipped (or
 given) UNet, then measures with the project's metric code: pose AP of the tiny pose net's detections against the
 conditioning poses (pycocotools), PCE, and caption colour adherence on pixels. The real validation renders are
-evaluated the same way as the reference row (the pose net's own AP on real images).
+evaluated the same way as the reference row (the pose net's own AP on real images), and so are their round trips
+through the shipped VAE (encode, decode): the ceiling for generated images, which can be no sharper than what the
+decoder draws.
 
 Several seeds per mode give a mean ± std row per mode. Runs split over processes (one mode each, say) are
 combined with `--merge`.
@@ -27,10 +29,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
+from ldm.config import load_config
 from ldm.data.humansd import read_mappings
 from ldm.inference.batch import run_batch
 from ldm.inference.defaults import TINY_CONFIG
+from ldm.inference.loading import build_model
 from ldm.inference.pipeline import PoseToImagePipeline
 from ldm.metrics.color_adherence import mean_adherence
 from ldm.metrics.evaluate import EvalOptions, evaluate
@@ -44,6 +49,7 @@ logger = logging.getLogger("evaluate_mannequin")
 WORLD = Path("humansd_data/datasets/Mannequin")
 TINY = Path("humansd_data/checkpoints/tiny")
 POSE_CONFIG = Path("configs/pose/higherhrnet_tiny_mannequin.yaml")
+ROUNDTRIP = "VAE round trip of the real renders"
 
 
 def _adherence(eval_set: EvalSet) -> dict[str, float]:
@@ -71,6 +77,30 @@ def _score(eval_set: EvalSet, detector: PoseEstimator) -> dict[str, float]:
     }
 
 
+def _shipped_vae():
+    """The VAE of the shipped base file (the one every tiny UNet decodes with)."""
+    prefix = "first_stage_model."
+    vae = build_model(load_config(TINY_CONFIG)).vae
+    state = load_file(str(TINY / "base-tiny.safetensors"))
+    vae.load_state_dict({k[len(prefix) :]: v.float() for k, v in state.items() if k.startswith(prefix)})
+    return vae.eval()
+
+
+@torch.no_grad()
+def _roundtrip_set(records, vae, out: Path, device: str) -> EvalSet:
+    """The real renders encoded and decoded by `vae` (posterior mode), written to `out` as PNG."""
+    out.mkdir(parents=True, exist_ok=True)
+    items = []
+    for r in records:
+        image = np.array(Image.open(r.image_path).convert("RGB"))
+        x = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(127.5).sub(1).to(device)
+        y = vae.decode(vae.encode(x).mode()).clamp(-1, 1)[0].permute(1, 2, 0)
+        path = out / f"{r.key.replace('/', '_')}.png"
+        Image.fromarray(y.add(1).mul(127.5).round().byte().cpu().numpy()).save(path)
+        items.append(EvalItem(r.key, path, r.prompt, Path(r.image).parent.name, r.pose_path, r.image_path))
+    return EvalSet(items, source="VAE round trips of the real validation renders")
+
+
 def _real_set(records) -> EvalSet:
     items = [
         EvalItem(r.key, r.image_path, r.prompt, Path(r.image).parent.name, r.pose_path, r.image_path) for r in records
@@ -89,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--device", default="cpu", help="torch device for generation and pose detection")
     p.add_argument("--unet-dir", type=Path, default=TINY, help="folder of the humansd-tiny-<mode>[-s<seed>] files")
+    p.add_argument("--no-roundtrip", action="store_true", help="skip the VAE round-trip (ceiling) row")
     p.add_argument("--merge", nargs="+", type=Path, metavar="DIR", help="only combine earlier runs' tables")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -105,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     records = read_mappings(WORLD / "mapping_file_validation.json")[: args.limit]
     detector = PoseEstimator.from_checkpoint(TINY / "pose-tiny.safetensors", POSE_CONFIG).to(args.device)
     rows = {"real renders": _score(_real_set(records), detector)}
+    if not args.no_roundtrip:
+        vae = _shipped_vae().to(args.device)
+        rows[ROUNDTRIP] = _score(_roundtrip_set(records, vae, args.outdir / "vae-roundtrip", args.device), detector)
+        logger.info("%s: %s", ROUNDTRIP, rows[ROUNDTRIP])
     for mode in args.modes:
         for seed in args.seeds:
             name = f"humansd-tiny-{mode}" + ("" if seed == 23 else f"-s{seed}")
@@ -187,10 +222,10 @@ def merge(dirs: list[Path], outdir: Path) -> int:
             return 2
         data = json.loads(path.read_text())
         for name, row in data.get("rows", data).items():
-            if name in rows and name != "real renders" and rows[name] != row:
+            if name in rows and name not in ("real renders", ROUNDTRIP) and rows[name] != row:
                 print(f"evaluate_mannequin: error: {name!r} is in two runs with different results", file=sys.stderr)
                 return 2
-            rows.setdefault(name, row)  # the "real renders" row is the same in every run
+            rows.setdefault(name, row)  # the real-render rows are the same in every run
     _write_tables(rows, outdir)
     return 0
 

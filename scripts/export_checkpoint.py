@@ -3,6 +3,8 @@
 Examples:
     python scripts/export_checkpoint.py logs/<run>/checkpoints/last.ckpt humansd_data/checkpoints/my-humansd.safetensors
     python scripts/export_checkpoint.py logs/<run>/checkpoints/last.ckpt out.safetensors --no-ema --dtype fp16
+    # only the UNet, for models that load a shared base file with it (the tiny layout: [base-tiny, unet])
+    python scripts/export_checkpoint.py logs/<run>/checkpoints/last.ckpt unet.safetensors --unet-only --dtype fp16
 
 The result loads with ``ldm.inference.loading.load_model(config, path)`` where ``config`` is the JSON stored under
 the ``config`` metadata key (``ldm.checkpoint.read_checkpoint`` returns it decoded).
@@ -29,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ema", action="store_true", help="export the trained weights even if EMA weights exist")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="dtype of the network weights")
     p.add_argument("--config", type=Path, help="inference config to embed; the one stored in the checkpoint if omitted")
+    p.add_argument("--unet-only", action="store_true", help="write only the UNet (model.diffusion_model.*) weights")
     p.add_argument(
         "--trust-checkpoint", action="store_true", help="allow checkpoints that need full (unsafe) unpickling"
     )
@@ -46,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             dtype=args.dtype,
             config=args.config,
             trust_pickle=True if args.trust_checkpoint else None,
+            unet_only=args.unet_only,
         )
     except (ValueError, FileNotFoundError) as err:
         print(f"export_checkpoint: error: {err}", file=sys.stderr)

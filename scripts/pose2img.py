@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--threshold", type=float, default=0.05, help="keypoint score threshold for drawing")
     model = p.add_argument_group("model")
     model.add_argument("--config", type=Path, help="model config (default: HumanSD if its weights exist, else tiny)")
-    model.add_argument("--ckpt", type=Path, help="weights (.ckpt/.safetensors)")
+    model.add_argument("--ckpt", type=Path, action="append", help="weights (.ckpt/.safetensors); repeat: base + UNet")
     model.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0")
     model.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32", help="autocast precision")
     model.add_argument("--trust-checkpoint", action="store_true", help="allow pickles beyond weights_only")

@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     text.add_argument("--clip-weights", type=Path, help="open_clip weights file for --clip-model")
     gen = p.add_argument_group("generation (--from-mapping)")
     gen.add_argument("--config", type=Path, help="model config")
-    gen.add_argument("--ckpt", type=Path, help="model weights")
+    gen.add_argument("--ckpt", type=Path, action="append", help="model weights; repeat for a base + UNet pair")
     gen.add_argument("--steps", type=int, default=50, help="sampler steps")
     gen.add_argument("--scale", type=float, default=9.0, help="guidance scale (the original metrics used 9)")
     gen.add_argument("--sampler", default="ddim", help="sampler name")

@@ -41,7 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="run-folder suffix; the first config file's name if omitted")
     p.add_argument("--logdir", type=Path, default=Path("logs"), help="parent folder of run folders")
     p.add_argument("--seed", type=int, default=23, help="seed of init, data order and noise (resume keeps its own)")
-    p.add_argument("--init-from", type=Path, help="initial weights (overrides init.checkpoint; e.g. SD-2.1 .ckpt)")
+    p.add_argument(
+        "--init-from",
+        type=Path,
+        action="append",
+        help="initial weights (overrides init.checkpoint; e.g. SD-2.1 .ckpt); repeat for files that together hold "
+        "the model (e.g. a base file + a UNet file)",
+    )
     p.add_argument(
         "--trust-checkpoint", action="store_true", help="allow checkpoints that need full (unsafe) unpickling"
     )
@@ -62,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             name=args.name,
             logdir=args.logdir,
             seed=args.seed,
-            init_from=args.init_from,
+            init_from=args.init_from[0] if args.init_from and len(args.init_from) == 1 else args.init_from,
             trust_checkpoint=args.trust_checkpoint,
         )
     except (ValueError, FileNotFoundError, TypeError) as err:

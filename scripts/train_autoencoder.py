@@ -2,6 +2,8 @@
 
 Example:
     python scripts/train_autoencoder.py --config configs/tiny/mannequin-vae.yaml training.max_minutes=4
+    # fine-tune only the decoder of a trained VAE (the latent space, and so every UNet trained on it, stays valid)
+    python scripts/train_autoencoder.py --config configs/tiny/mannequin-vae-decoder.yaml
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from ldm.config import instantiate, load_config, to_container
 from ldm.data.humansd import HumanPoseDataModule
@@ -35,6 +37,34 @@ def _export(vae, cfg, trainer: pl.Trainer) -> None:
     }
     save_file(state, str(out), metadata=meta)
     logger.info("Wrote %s after %d steps; metrics: %s", out, trainer.global_step, metrics)
+
+
+PREFIX = "first_stage_model."
+
+
+def load_init(vae, path: str | Path) -> None:
+    """Start from trained weights: a VAE file of this script or a full model file (its `first_stage_model.*` keys).
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        ValueError: it holds no VAE weights, or weights of another VAE shape.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"training.init: no file {path} (train the VAE first, or drop training.init)")
+    state = {k[len(PREFIX) :]: v.float() for k, v in load_file(str(path)).items() if k.startswith(PREFIX)}
+    if not state:
+        raise ValueError(f"training.init: {path} holds no {PREFIX}* (VAE) weights")
+    own = vae.state_dict()
+    wrong = sorted(k for k in own if k not in state or state[k].shape != own[k].shape)
+    extra = sorted(k for k in state if k not in own)
+    if wrong or extra:
+        raise ValueError(
+            f"training.init: the VAE in {path} does not match the config's VAE ({len(wrong)} missing or "
+            f"differently shaped keys, e.g. {(wrong or extra)[0]!r}; {len(extra)} unexpected)"
+        )
+    vae.load_state_dict(state)
+    logger.info("Initialised the VAE from %s.", path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,11 +88,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         pl.seed_everything(cfg.training.seed, workers=True)
         vae = instantiate(cfg.vae)
+        if cfg.training.get("init"):
+            load_init(vae, cfg.training.init)
         module = AutoencoderModule(
             vae=vae,
             learning_rate=cfg.training.learning_rate,
             kl_weight=cfg.training.kl_weight,
             crop_size=cfg.training.get("crop_size"),
+            decoder_only=bool(cfg.training.get("decoder_only", False)),
         )
     except (ValueError, FileNotFoundError) as err:
         print(f"train_autoencoder: error: {err}", file=sys.stderr)

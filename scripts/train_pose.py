@@ -4,6 +4,9 @@ Examples:
     # the tiny estimator on the mannequin world (~16 min on a shared 2-core CPU)
     nice -n 10 python scripts/train_pose.py --config configs/tiny/mannequin-pose.yaml --num-threads 1 \\
         --max-minutes 16 --out humansd_data/checkpoints/tiny/pose-tiny.safetensors
+    # continue from trained weights (new optimizer and schedule; e.g. more epochs at a lower learning rate)
+    python scripts/train_pose.py --init-from humansd_data/checkpoints/tiny/pose-tiny.safetensors \
+        model.params.learning_rate=1e-3 --max-minutes 30 --out outputs/pose-more.safetensors
     # smoke run on another dataset root
     python scripts/train_pose.py data_root=/tmp/world trainer.max_steps=20 trainer.val_check_interval=10
 
@@ -25,6 +28,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from ldm.config import instantiate, load_config
+from ldm.pose.estimator import check_pose_state_dict, load_pose_state_dict
 from ldm.training.pose_module import PoseNetModule, check_pose_train_config, export_pose_weights
 
 logger = logging.getLogger("train_pose")
@@ -35,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=Path("configs/tiny/mannequin-pose.yaml"), help="training YAML")
     p.add_argument("overrides", nargs="*", default=[], help="dotted config overrides, e.g. trainer.max_steps=100")
     p.add_argument("--out", type=Path, help="export the trained weights to this .safetensors file")
+    p.add_argument(
+        "--init-from", type=Path, help="start from these HigherHRNet weights (.safetensors or mmcv .pth; strict)"
+    )
     p.add_argument("--half", action="store_true", help="export float16 weights (half the file size)")
     p.add_argument("--max-minutes", type=float, help="stop training after this many minutes (Trainer max_time)")
     p.add_argument(
@@ -59,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         pl.seed_everything(cfg.get("seed", 0), workers=True)
         datamodule = instantiate(cfg["data"])
         module: PoseNetModule = instantiate(cfg["model"])
+        if args.init_from is not None:
+            state = check_pose_state_dict(load_pose_state_dict(args.init_from), module.net, str(args.init_from))
+            module.net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+            logger.info("Initialised the network from %s.", args.init_from)
     except (ValueError, FileNotFoundError, TypeError) as err:
         print(f"train_pose: error: {err}", file=sys.stderr)
         return 2
@@ -75,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("Trained %d steps in %.1f min; final val AP %.4f.", trainer.global_step, minutes, metrics["val/ap"])
     if args.out is not None:
         meta = {"train_config": str(args.config), "overrides": " ".join(args.overrides)}
+        meta |= {"init_from": str(args.init_from)} if args.init_from is not None else {}
         meta |= {"global_step": str(trainer.global_step), "val_ap": f"{metrics['val/ap']:.4f}"}
         export_pose_weights(module.net, args.out, pose_config=module.pose_config, half=args.half, metadata=meta)
     return 0

@@ -118,6 +118,7 @@ def test_unet_stage_passes_init_ema_and_overrides_to_train(monkeypatch, tmp_path
     monkeypatch.setattr(build, "_run", fake_run)
     monkeypatch.setattr(build, "_check_cache_matches_init", lambda init: seen.setdefault("checked", init))
     start = tmp_path / "pretrained.safetensors"
+    base = tmp_path / "base.safetensors"
     with pytest.raises(Stop):
         build.main(
             [
@@ -130,16 +131,19 @@ def test_unet_stage_passes_init_ema_and_overrides_to_train(monkeypatch, tmp_path
                 "250",
                 "--no-ema",
                 "--init",
+                str(base),
+                "--init",
                 str(start),
                 "data.params.batch_size=32",
             ]
         )
-    assert seen["name"] == "train" and seen["checked"] == start
+    assert seen["name"] == "train" and seen["checked"] == [base, start]
     argv = seen["argv"]
+    assert argv[argv.index("--name") + 1] == "mannequin-paper-s24-from-pretrained"
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "--init-from"] == [str(base), str(start)]
     assert argv[argv.index("--config") + 1] == "configs/tiny/mannequin-train-paper.yaml"
     assert argv[argv.index("--seed") + 1] == "24"
     for item in (
-        f"init.checkpoint={start}",
         "module.use_ema=false",
         "lightning.trainer.max_steps=250",
         "data.params.batch_size=32",
@@ -147,4 +151,31 @@ def test_unet_stage_passes_init_ema_and_overrides_to_train(monkeypatch, tmp_path
         assert item in argv
     with pytest.raises(Stop):
         build.main(["unet", "--mode", "plain"])  # defaults: the stage's own init, EMA kept
-    assert f"init.checkpoint={build.INIT}" in seen["argv"] and "module.use_ema=false" not in seen["argv"]
+    argv = seen["argv"]
+    assert argv[argv.index("--init-from") + 1] == str(build.INIT) and "module.use_ema=false" not in argv
+
+
+def test_roundtrip_row_writes_the_vae_reconstructions(tmp_path):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from ldm.data.humansd import read_mappings
+    from ldm.data.synthetic import write_tiny_dataset
+    from ldm.models.autoencoder import AutoencoderKL
+
+    evaluate = _script("evaluate_mannequin")
+    mapping = write_tiny_dataset(tmp_path / "data", n=4, size=32, seed=0)
+    records = read_mappings(mapping)
+    torch.manual_seed(0)
+    ddconfig = {"double_z": True, "z_channels": 4, "resolution": 32, "in_channels": 3, "out_ch": 3, "ch": 32}
+    vae = AutoencoderKL(ddconfig={**ddconfig, "ch_mult": [1, 2], "num_res_blocks": 1}, embed_dim=4).eval()
+    eval_set = evaluate._roundtrip_set(records, vae, tmp_path / "rt", "cpu")
+    assert [item.reference_image for item in eval_set.items] == [r.image_path for r in records]
+    first = records[0]
+    x = torch.from_numpy(np.array(Image.open(first.image_path).convert("RGB"))).permute(2, 0, 1)[None] / 127.5 - 1
+    with torch.no_grad():
+        want = vae.decode(vae.encode(x.float()).mode()).clamp(-1, 1)[0].permute(1, 2, 0).add(1).mul(127.5)
+    got = np.array(Image.open(eval_set.items[0].image_path))
+    assert got.shape == (*x.shape[-2:], 3)
+    assert np.abs(got.astype(np.float32) - want.numpy()).max() <= 0.51  # rounded to uint8, nothing else

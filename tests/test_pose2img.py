@@ -131,3 +131,21 @@ def test_parse_shard():
     assert parse_shard("1/4") == (1, 4)
     with pytest.raises(ValueError, match="must look like i/n"):
         parse_shard("1-4")
+
+
+def test_split_checkpoint_pair_loads_with_repeated_ckpt(tmp_path, capsys):
+    """`--ckpt base --ckpt unet`: the shipped tiny layout, named explicitly, gives the config's own checkpoints'."""
+    tiny = ROOT / "humansd_data/checkpoints/tiny"
+    common = ["--prompt", "a red figure", "--pose", "assets/poses/demo_single.json", "--steps", "2"]
+    explicit = ["--config", "configs/tiny/mannequin-humansd.yaml", "--ckpt", str(tiny / "base-tiny.safetensors")]
+    explicit += ["--ckpt", str(tiny / "humansd-tiny-paper.safetensors")]
+    assert pose2img.main([*common, *explicit, "--outdir", str(tmp_path / "pair")]) == 0
+    default_args = ["--config", "configs/tiny/mannequin-humansd.yaml"]  # its `checkpoint:` names the same pair
+    assert pose2img.main([*common, *default_args, "--outdir", str(tmp_path / "default")]) == 0
+    pair = np.asarray(Image.open(tmp_path / "pair" / "seed1234_0.png"))
+    default = np.asarray(Image.open(tmp_path / "default" / "seed1234_0.png"))
+    assert pair.shape == (128, 128, 3) and np.array_equal(pair, default)
+    capsys.readouterr()
+    missing = [*explicit[:4], "--ckpt", str(tmp_path / "unet.safetensors")]
+    assert pose2img.main([*common, *missing, "--outdir", str(tmp_path / "x")]) == 2
+    assert "unet.safetensors" in capsys.readouterr().err

@@ -290,6 +290,19 @@ def test_script_rejects_bad_overrides(tmp_path: Path, capsys: pytest.CaptureFixt
     assert train_pose.main(["--config", str(TRAIN_CONFIG), "--out", str(tmp_path / "w.pth")]) == 2
 
 
+def _small_run(tiny_dataset: Path, *extra: str) -> list[str]:
+    """Overrides of the mannequin training config for a seconds-long run on the 64-px test dataset."""
+    return [
+        f"data_root={tiny_dataset}",
+        "model.params.val_annotations=null",
+        "data.params.train.image_size=64",
+        "data.params.validation.image_size=64",
+        "data.params.batch_size=4",
+        "data.params.num_workers=0",
+        *extra,
+    ]
+
+
 def test_script_trains_validates_and_exports(tiny_dataset: Path, tmp_path: Path) -> None:
     sys.path.insert(0, str(REPO / "scripts"))
     try:
@@ -297,16 +310,7 @@ def test_script_trains_validates_and_exports(tiny_dataset: Path, tmp_path: Path)
     finally:
         sys.path.pop(0)
     out = tmp_path / "pose.safetensors"
-    overrides = [
-        f"data_root={tiny_dataset}",
-        "model.params.val_annotations=null",
-        "data.params.train.image_size=64",
-        "data.params.validation.image_size=64",
-        "data.params.batch_size=4",
-        "data.params.num_workers=0",
-        "trainer.max_steps=2",
-        "trainer.val_check_interval=2",
-    ]
+    overrides = _small_run(tiny_dataset, "trainer.max_steps=2", "trainer.val_check_interval=2")
     argv = ["--config", str(TRAIN_CONFIG), *overrides, "--out", str(out), "--log-dir", str(tmp_path / "logs")]
     assert train_pose.main(argv) == 0
     estimator = PoseEstimator.from_checkpoint(out, MANNEQUIN_POSE_CONFIG)
@@ -317,3 +321,33 @@ def test_script_trains_validates_and_exports(tiny_dataset: Path, tmp_path: Path)
 
     with safe_open(str(out), framework="pt") as f:
         assert float(f.metadata()["val_ap"]) >= 0 and f.metadata()["global_step"] == "2"
+
+
+def test_script_continues_from_trained_weights(tiny_dataset: Path, tmp_path: Path, capsys) -> None:
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import train_pose
+    finally:
+        sys.path.pop(0)
+    from safetensors.torch import load_file, save_file
+
+    from ldm.pose.higherhrnet import HigherHRNet
+
+    torch.manual_seed(3)
+    start = tmp_path / "start.safetensors"
+    net = HigherHRNet(load_pose_config(MANNEQUIN_POSE_CONFIG).net)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(start))
+    overrides = _small_run(tiny_dataset, "trainer.max_steps=0")
+    out = tmp_path / "out.safetensors"
+    argv = ["--config", str(TRAIN_CONFIG), *overrides, "--log-dir", str(tmp_path / "logs"), "--out", str(out)]
+    assert train_pose.main([*argv, "--init-from", str(start)]) == 0
+    got, want = load_file(str(out)), load_file(str(start))
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+
+    tiny = HigherHRNet(load_pose_config("tiny").net)
+    other = tmp_path / "other.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny.state_dict().items()}, str(other))
+    assert train_pose.main([*argv, "--init-from", str(other)]) == 2
+    assert "does not match HigherHRNet" in capsys.readouterr().err
+    assert train_pose.main([*argv, "--init-from", str(tmp_path / "missing.safetensors")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err

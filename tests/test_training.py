@@ -15,6 +15,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf
+from safetensors.torch import save_file
 
 from ldm.checkpoint import load_weights, read_checkpoint
 from ldm.config import load_config
@@ -201,6 +202,17 @@ def test_export_round_trip(reference_run, tmp_path: Path) -> None:
     weight = run.module.model.unet.out[-1].weight
     assert torch.equal(model.unet.out[-1].weight, weight.half().float())
     assert torch.equal(model.alphas_cumprod, run.module.model.alphas_cumprod)  # schedule stays float32
+    unet = tmp_path / "unet.safetensors"
+    assert export_script.main([str(ckpt), str(unet), "--unet-only"]) == 0
+    unet_state, unet_meta = read_checkpoint(unet)
+    assert unet_meta["parts"] == "unet" and all(k.startswith("model.diffusion_model.") for k in unet_state)
+    full_state = read_checkpoint(out)[0]
+    assert unet_state.keys() == {k for k in full_state if k.startswith("model.diffusion_model.")}
+    base = tmp_path / "base.safetensors"
+    save_file({k: v for k, v in full_state.items() if k not in unet_state}, str(base))
+    model, _ = load_model(OmegaConf.create(meta["config"]), [base, unet])  # the split layout loads as one model
+    for name in ema.names:
+        assert torch.equal(model.model.get_parameter(name), ema.shadow(name))
 
 
 def test_two_process_ddp_gloo(train_map: Path, tmp_path: Path) -> None:
@@ -381,3 +393,28 @@ def test_shipped_training_configs_validate(names: list[str], tmp_path: Path) -> 
 
 def test_ema_shadow_names_match_the_original_litema() -> None:
     assert shadow_name("diffusion_model.input_blocks.0.0.weight") == "diffusion_modelinput_blocks00weight"
+
+
+def test_init_from_several_files_that_together_hold_the_model(train_map: Path, tmp_path: Path, capsys) -> None:
+    """`--init-from base --init-from unet`: the split shipped layout (VAE + text tower file, UNet file)."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(5)
+    source = prepare_run([PLAIN], _overrides(train_map), logdir=tmp_path).module.model.state_dict()
+    unet = {k: v.contiguous() for k, v in source.items() if k.startswith("model.diffusion_model.")}
+    base = {k: v.contiguous() for k, v in source.items() if k not in unet}
+    save_file(unet, str(tmp_path / "unet.safetensors"))
+    save_file(base, str(tmp_path / "base.safetensors"))
+    files = [tmp_path / "base.safetensors", tmp_path / "unet.safetensors"]
+    run = prepare_run([PLAIN], _overrides(train_map), logdir=tmp_path, seed=99, init_from=files)
+    got = run.module.model.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in source.items())
+    config = tmp_path / "split.yaml"
+    config.write_text(f"init:\n  checkpoint: [{files[0]}, {files[1]}]\n")
+    run = prepare_run([PLAIN, config], _overrides(train_map), logdir=tmp_path, seed=98)
+    assert torch.equal(run.module.model.state_dict()[next(iter(unet))], next(iter(unet.values())))
+    argv = ["--config", str(PLAIN), "--logdir", str(tmp_path), *_overrides(train_map)]
+    err = _run_cli([*argv, "--init-from", str(files[1])], capsys)  # the UNet file alone is not a whole model
+    assert "does not match LatentDiffusion" in err
+    err = _run_cli([*argv, "--init-from", str(files[0]), "--init-from", str(files[0])], capsys)
+    assert "repeats" in err

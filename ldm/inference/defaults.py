@@ -17,13 +17,20 @@ TINY_CKPT = [
 RANDOM_CONFIG = Path("configs/tiny/humansd-tiny.yaml")  # last resort: the tiny architecture, random weights
 
 
-def resolve_model(config: Path | None, ckpt: Path | None) -> tuple[Path, Path | list[Path] | None, str | None]:
-    """(config, checkpoint or None for random weights, notice or None).
+def resolve_model(
+    config: Path | None, ckpt: Path | list[Path] | None
+) -> tuple[Path, Path | list[Path] | None, str | None]:
+    """(config, checkpoint(s) or None for random weights, notice or None).
 
-    An explicitly named checkpoint must exist (FileNotFoundError otherwise); only the implicit default falls back.
+    `ckpt` is one file or several that together hold the model (e.g. a base file + a UNet file; `--ckpt` given
+    repeatedly); a one-element list counts as one file. An explicitly named checkpoint must exist
+    (FileNotFoundError otherwise); only the implicit default falls back.
     """
-    if ckpt is not None and not Path(ckpt).is_file():
-        raise FileNotFoundError(missing_file_message(Path(ckpt)))
+    if isinstance(ckpt, (list, tuple)):
+        ckpt = [Path(c) for c in ckpt] if len(ckpt) > 1 else (Path(ckpt[0]) if ckpt else None)
+    for path in ckpt if isinstance(ckpt, list) else [ckpt] if ckpt is not None else []:
+        if not Path(path).is_file():
+            raise FileNotFoundError(missing_file_message(Path(path)))
     if config is not None:
         return Path(config), ckpt, None
     if ckpt is not None:

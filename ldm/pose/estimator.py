@@ -52,6 +52,7 @@ __all__ = [
     "PoseEstimator",
     "PoseEstimatorConfig",
     "build_detector",
+    "check_pose_state_dict",
     "load_pose_config",
     "load_pose_state_dict",
 ]
@@ -270,7 +271,9 @@ def _describe_checkpoint(state_dict: Mapping[str, torch.Tensor]) -> str:
     return "a different MMPose pose network (head keys differ)"
 
 
-def _check_state_dict(state_dict: dict[str, torch.Tensor], net: HigherHRNet, source: str) -> dict[str, torch.Tensor]:
+def check_pose_state_dict(
+    state_dict: dict[str, torch.Tensor], net: HigherHRNet, source: str
+) -> dict[str, torch.Tensor]:
     """Strict key/shape check; returns the state dict completed with the optional BN ``num_batches_tracked``."""
     expected = net.state_dict()
     optional = {k for k in expected if k.endswith("num_batches_tracked")}
@@ -354,7 +357,7 @@ class PoseEstimator(nn.Module):
         cfg = load_pose_config(config)
         state_dict = load_pose_state_dict(path)
         net = HigherHRNet(cfg.net)
-        net.load_state_dict(_check_state_dict(state_dict, net, str(path)), strict=True)
+        net.load_state_dict(check_pose_state_dict(state_dict, net, str(path)), strict=True)
         logger.info("Loaded HigherHRNet weights from %s (%d tensors).", path, len(state_dict))
         return cls(net, test_config=cfg.test)
 

@@ -33,6 +33,10 @@ class AutoencoderModule(pl.LightningModule):
         l2_weight: weight of the MSE term added to L1.
         crop_size: train on random square crops of this size (the network is fully convolutional, so crops
             teach the same per-pixel mapping at a fraction of the cost); None trains on whole images.
+        decoder_only: freeze the encoder (and `quant_conv`) and train only the decoder, as SD's fine-tuned
+            ft-MSE/ft-EMA decoders were made: the latent space stays exactly the same, so diffusion models and
+            latent caches made with the encoder remain valid while the decoded images get sharper. The KL term
+            is constant then and is left out.
     """
 
     def __init__(
@@ -44,6 +48,7 @@ class AutoencoderModule(pl.LightningModule):
         l2_weight: float = 1.0,
         crop_size: int | None = None,
         betas: tuple[float, float] = (0.9, 0.999),
+        decoder_only: bool = False,
     ):
         super().__init__()
         self.vae = vae
@@ -52,17 +57,24 @@ class AutoencoderModule(pl.LightningModule):
         self.l2_weight = l2_weight
         self.crop_size = crop_size
         self.betas = tuple(betas)
+        self.decoder_only = decoder_only
+        if decoder_only:
+            for module in (self.vae.encoder, self.vae.quant_conv):
+                module.requires_grad_(False)
 
     def _common_step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
         images = batch[BatchKey.IMAGE]
         if stage == "train" and self.crop_size is not None:
             images = self._random_crop(images)
-        posterior = self.vae.encode(images)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.decoder_only):
+            posterior = self.vae.encode(images)
         recon = self.vae.decode(posterior.sample() if stage == "train" else posterior.mode())
         l1 = F.l1_loss(recon, images)
         l2 = F.mse_loss(recon, images)
         kl = posterior.kl().mean() / images[0].numel()
-        loss = l1 + self.l2_weight * l2 + self.kl_weight * kl
+        loss = l1 + self.l2_weight * l2
+        if not self.decoder_only:
+            loss = loss + self.kl_weight * kl
         psnr = 10 * torch.log10(4.0 / l2.detach().clamp_min(1e-10))  # images span [-1, 1]: peak-to-peak 2
         self.log_dict(
             {f"{stage}/loss": loss, f"{stage}/l1": l1, f"{stage}/kl": kl, f"{stage}/psnr": psnr},
@@ -80,6 +92,11 @@ class AutoencoderModule(pl.LightningModule):
         left = int(torch.randint(0, w - c + 1, ()))
         return images[..., top : top + c, left : left + c]
 
+    def on_train_epoch_start(self) -> None:
+        if self.decoder_only:  # Lightning puts every submodule in train mode; the frozen encoder stays in eval
+            self.vae.encoder.eval()
+            self.vae.quant_conv.eval()
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         return self._common_step(batch, "train")
 
@@ -87,4 +104,5 @@ class AutoencoderModule(pl.LightningModule):
         self._common_step(batch, "val")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.vae.parameters(), lr=self.learning_rate, betas=self.betas)
+        params = [p for p in self.vae.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=self.learning_rate, betas=self.betas)

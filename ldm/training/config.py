@@ -114,11 +114,13 @@ class InitConfig:
     """Initial weights.
 
     Args:
-        checkpoint: a LatentDiffusion checkpoint (e.g. ``v2-1_512-ema-pruned.ckpt``); null = random init.
+        checkpoint: a LatentDiffusion checkpoint (e.g. ``v2-1_512-ema-pruned.ckpt``), or a list of files that
+            together hold the model (e.g. the shared tiny base file + a UNet file; a key in two files is an error);
+            null = random init.
         expand_conv_in: widen a 4-channel UNet input conv to the model's 8 channels, new channels zero (spec §1.8).
     """
 
-    checkpoint: str | None = None
+    checkpoint: str | list[str] | None = None
     expand_conv_in: bool = True
 
 
@@ -246,6 +248,9 @@ def _check_value(value: Any, annotation: Any, path: str) -> Any:
     for option in options:
         if typing.get_origin(option) is dict and isinstance(value, Mapping):
             return dict(value)
+        if typing.get_origin(option) is list and isinstance(value, (list, tuple)):
+            (item,) = typing.get_args(option)
+            return [_check_value(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
         if option is bool and isinstance(value, bool):
             return value
         if option in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -105,6 +105,7 @@ def export_inference_weights(
     dtype: str = "fp32",
     config: str | Path | DictConfig | None = None,
     trust_pickle: bool | None = None,
+    unet_only: bool = False,
 ) -> dict[str, str]:
     """Write the inference weights of a training checkpoint as ``.safetensors`` (atomically).
 
@@ -115,6 +116,8 @@ def export_inference_weights(
         dtype: "fp32", "fp16" or "bf16" for the network weights (schedule buffers stay float32).
         config: inference config to embed instead of the one stored in the checkpoint.
         trust_pickle: allow checkpoints that need full unpickling.
+        unet_only: write only the UNet (``model.diffusion_model.*``), for models that share their VAE and text
+            encoder through a separate base file (the tiny shipped layout: load ``[base, unet]`` together).
 
     Returns:
         The metadata written.
@@ -143,6 +146,7 @@ def export_inference_weights(
     tensors = {
         k: (v.to(target) if v.is_floating_point() and k not in SCHEDULE_BUFFER_NAMES else v).contiguous().clone()
         for k, v in state.items()
+        if not unet_only or k.startswith(UNET_PREFIX + "diffusion_model.")
     }
     version, commit = code_version()
     metadata = {
@@ -154,6 +158,7 @@ def export_inference_weights(
         "global_step": str(meta.get("global_step", "unknown")),
         "ema": "true" if replaced else "false",
         "dtype": dtype,
+        "parts": "unet" if unet_only else "all",
     }
     output.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.tmp-", dir=output.parent)

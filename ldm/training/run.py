@@ -196,7 +196,7 @@ def prepare_run(
     name: str | None = None,
     logdir: str | Path = "logs",
     seed: int = 23,
-    init_from: str | Path | None = None,
+    init_from: str | Path | list[str | Path] | None = None,
     trust_checkpoint: bool = False,
 ) -> TrainRun:
     """Validate and build a run (see module docstring); nothing is written to disk yet.
@@ -208,7 +208,8 @@ def prepare_run(
         name: run-folder suffix (default: the first config file's stem).
         logdir: parent of new run folders.
         seed: seed of weights init, data order and noise (a resumed run keeps its checkpoint's seed).
-        init_from: initial weights, overriding ``init.checkpoint`` (ignored when resuming).
+        init_from: initial weights (one file, or a list of files that together hold the model), overriding
+            ``init.checkpoint`` (ignored when resuming).
         trust_checkpoint: allow checkpoints that need full unpickling.
     """
     trust = trust_checkpoint or os.environ.get(TRUST_ENV) == "1"

@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The demo's command line."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
     p.add_argument("--config", type=Path, help="model config (default: HumanSD if its weights exist, else tiny)")
-    p.add_argument("--ckpt", type=Path, help="model weights (.ckpt/.safetensors)")
+    p.add_argument("--ckpt", type=Path, action="append", help="weights (.ckpt/.safetensors); repeat for base + UNet")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="autocast precision")
     p.add_argument("--host", default="127.0.0.1", help="interface to serve on (0.0.0.0 exposes it on the network)")
