@@ -164,11 +164,11 @@ def stage_unet(args: argparse.Namespace) -> None:
     _check_cache_matches_init(init)
     name = f"mannequin-{args.mode}-s{args.seed}" + ("" if args.init is None else f"-from-{init[-1].stem}")
     argv = ["--config", f"configs/tiny/mannequin-train-{args.mode}.yaml", "--name", name, "--seed", str(args.seed)]
-    argv += ["--logdir", "logs/mannequin", f"lightning.trainer.max_steps={args.max_steps}"]
-    argv += [a for p in init for a in ("--init-from", str(p))] + (["module.use_ema=false"] if args.no_ema else [])
+    argv += ["--logdir", "logs/mannequin"] + [a for p in init for a in ("--init-from", str(p))]
+    overrides = [f"lightning.trainer.max_steps={args.max_steps}"] + (["module.use_ema=false"] if args.no_ema else [])
     if args.max_minutes is not None:
-        argv.append(f"lightning.trainer.max_time={{minutes: {args.max_minutes}}}")
-    _run("train", argv + args.overrides)
+        overrides.append(f"lightning.trainer.max_time={{minutes: {args.max_minutes}}}")
+    _run("train", argv + overrides + args.overrides)  # options first, then every key=value
     run = sorted(Path("logs/mannequin").glob(f"*_{name}"))[-1]
     full = run / "export.safetensors"
     export_inference_weights(run / "checkpoints" / "last.ckpt", full, use_ema=not args.no_ema, dtype="fp16")

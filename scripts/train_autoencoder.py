@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, required=True, help="autoencoder training config")
     parser.add_argument("overrides", nargs="*", help="dotted key=value config overrides")
     parser.add_argument("--logdir", type=Path, default=Path("logs/autoencoder"), help="Lightning log folder")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         cfg = load_config(args.config, args.overrides)

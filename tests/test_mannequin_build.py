@@ -141,6 +141,9 @@ def test_unet_stage_passes_init_ema_and_overrides_to_train(monkeypatch, tmp_path
     argv = seen["argv"]
     assert argv[argv.index("--name") + 1] == "mannequin-paper-s24-from-pretrained"
     assert [argv[i + 1] for i, a in enumerate(argv) if a == "--init-from"] == [str(base), str(start)]
+    parsed = _script("train").build_parser().parse_args(argv)  # options first, overrides last: any parser takes it
+    assert parsed.init_from == [base, start] and parsed.seed == 24
+    assert parsed.overrides[-1] == "data.params.batch_size=32" and "module.use_ema=false" in parsed.overrides
     assert argv[argv.index("--config") + 1] == "configs/tiny/mannequin-train-paper.yaml"
     assert argv[argv.index("--seed") + 1] == "24"
     for item in (
