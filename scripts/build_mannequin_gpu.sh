@@ -50,7 +50,9 @@ B pose --max-minutes "$POSE_MIN" trainer.accelerator="$ACCEL" trainer.max_steps=
     data.params.batch_size="$POSE_BATCH" data.params.num_workers=6 trainer.val_check_interval=1000000 \
     trainer.limit_val_batches=5 model.params.warmup_steps=300 >"$OUT_DIR/pose.log" 2>&1 &
 pose_pid=$!
-B vae --max-minutes "$VAE_MIN" data.batch_size="$VAE_BATCH" data.num_workers=4 >"$OUT_DIR/vae.log" 2>&1 &
+# whole 128-px images (VAE_CROP=64 restores the crops the first build used; see configs/tiny/mannequin-vae-decoder.yaml)
+B vae --max-minutes "$VAE_MIN" data.batch_size="$VAE_BATCH" data.num_workers=4 training.crop_size="${VAE_CROP:-null}" \
+    >"$OUT_DIR/vae.log" 2>&1 &
 vae_pid=$!
 wait $pose_pid || { echo "!! pose stage failed"; tail -30 "$OUT_DIR/pose.log"; exit 1; }
 wait $vae_pid || { echo "!! vae stage failed"; tail -30 "$OUT_DIR/vae.log"; exit 1; }

@@ -4,6 +4,8 @@ Stages (run all with `all`, or one at a time):
     world   generate the dataset (scripts/make_mannequin_world.py) unless it exists
     pose    train the tiny HigherHRNet (scripts/train_pose.py) -> humansd_data/checkpoints/tiny/pose-tiny.safetensors
     vae     train the tiny kl-f8 VAE (scripts/train_autoencoder.py) -> .../vae-tiny.safetensors
+    decoder fine-tune that VAE's decoder on whole 128-px images with the encoder frozen, so the latents stay the
+            same (configs/tiny/mannequin-vae-decoder.yaml) -> .../vae-tiny.safetensors
     init    assemble the initial HumanSD weights: trained VAE + seeded frozen text tower + seeded random UNet;
             writes the shared base file .../base-tiny.safetensors (VAE + text tower, fp16) and
             logs/mannequin/init.safetensors, and reports the latent scale factor the VAE needs
@@ -80,6 +82,15 @@ def stage_pose(args: argparse.Namespace) -> None:
 
 def stage_vae(args: argparse.Namespace) -> None:
     argv = ["--config", "configs/tiny/mannequin-vae.yaml"]
+    if args.max_minutes is not None:
+        argv.append(f"training.max_minutes={args.max_minutes}")
+    _run("train_autoencoder", argv + args.overrides)
+
+
+def stage_decoder(args: argparse.Namespace) -> None:
+    vae_file = TINY / "vae-tiny.safetensors"
+    start = vae_file if vae_file.is_file() else TINY / "base-tiny.safetensors"  # a fresh clone: the shipped VAE
+    argv = ["--config", "configs/tiny/mannequin-vae-decoder.yaml", f"training.init={start}", f"output={vae_file}"]
     if args.max_minutes is not None:
         argv.append(f"training.max_minutes={args.max_minutes}")
     _run("train_autoencoder", argv + args.overrides)
@@ -193,6 +204,7 @@ STAGES = {
     "world": stage_world,
     "pose": stage_pose,
     "vae": stage_vae,
+    "decoder": stage_decoder,
     "init": stage_init,
     "cache": stage_cache,
     "unet": stage_unet,
@@ -224,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"overrides must be key=value; got {[o for o in args.overrides if '=' not in o]}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.stage == "all":
-        for stage in ("world", "pose", "vae", "init", "cache"):
+        for stage in ("world", "pose", "vae", "decoder", "init", "cache"):
             STAGES[stage](args)
         for mode in MODES:
             stage_unet(argparse.Namespace(**{**vars(args), "mode": mode}))

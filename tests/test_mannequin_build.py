@@ -182,3 +182,21 @@ def test_roundtrip_row_writes_the_vae_reconstructions(tmp_path):
     got = np.array(Image.open(eval_set.items[0].image_path))
     assert got.shape == (*x.shape[-2:], 3)
     assert np.abs(got.astype(np.float32) - want.numpy()).max() <= 0.51  # rounded to uint8, nothing else
+
+
+def test_decoder_stage_starts_from_the_trained_vae_or_the_shipped_one(monkeypatch, tmp_path):
+    build = _script("build_mannequin_models")
+    calls = []
+    monkeypatch.setattr(build, "_run", lambda name, argv: calls.append((name, argv)))
+    monkeypatch.setattr(build, "TINY", tmp_path)
+    assert build.main(["decoder", "--max-minutes", "3", "data.batch_size=4"]) == 0
+    name, argv = calls[-1]
+    assert name == "train_autoencoder" and argv[:2] == ["--config", "configs/tiny/mannequin-vae-decoder.yaml"]
+    assert f"training.init={tmp_path / 'base-tiny.safetensors'}" in argv  # no vae-tiny yet: the shipped VAE
+    assert f"output={tmp_path / 'vae-tiny.safetensors'}" in argv and argv[-2:] == [
+        "training.max_minutes=3.0",
+        "data.batch_size=4",
+    ]
+    (tmp_path / "vae-tiny.safetensors").write_bytes(b"")
+    build.main(["decoder"])
+    assert f"training.init={tmp_path / 'vae-tiny.safetensors'}" in calls[-1][1]
