@@ -28,7 +28,8 @@ def resolve_model(
     """
     if isinstance(ckpt, (list, tuple)):
         ckpt = [Path(c) for c in ckpt] if len(ckpt) > 1 else (Path(ckpt[0]) if ckpt else None)
-    for path in ckpt if isinstance(ckpt, list) else [ckpt] if ckpt is not None else []:
+    named = ckpt if isinstance(ckpt, list) else [] if ckpt is None else [ckpt]
+    for path in named:
         if not Path(path).is_file():
             raise FileNotFoundError(missing_file_message(Path(path)))
     if config is not None:
