@@ -46,7 +46,14 @@ stamp "world ($WORLD_N images)"
 B world --world-size "$WORLD_N" --workers "${WORLD_WORKERS:-12}" || exit 1
 
 stamp "pose net (${POSE_MIN} min, ${POSE_STEPS} steps, batch $POSE_BATCH) and VAE (${VAE_MIN} min) side by side"
-B pose --max-minutes "$POSE_MIN" trainer.accelerator="$ACCEL" trainer.max_steps="$POSE_STEPS" \
+# Continue from the shipped pose net (AP 0.592 after ~26 epochs) at a lower learning rate; POSE_INIT= (empty)
+# trains from scratch with the config's schedule instead.
+POSE_INIT=${POSE_INIT-humansd_data/checkpoints/tiny/pose-tiny.safetensors}
+POSE_ARGS=()
+if [ -n "$POSE_INIT" ] && [ -f "$POSE_INIT" ]; then
+    POSE_ARGS=(--init "$POSE_INIT" model.params.learning_rate="${POSE_LR:-1.5e-3}")
+fi
+B pose "${POSE_ARGS[@]}" --max-minutes "$POSE_MIN" trainer.accelerator="$ACCEL" trainer.max_steps="$POSE_STEPS" \
     data.params.batch_size="$POSE_BATCH" data.params.num_workers=6 trainer.val_check_interval=1000000 \
     trainer.limit_val_batches=5 model.params.warmup_steps=300 >"$OUT_DIR/pose.log" 2>&1 &
 pose_pid=$!

@@ -75,6 +75,10 @@ def stage_world(args: argparse.Namespace) -> None:
 
 def stage_pose(args: argparse.Namespace) -> None:
     argv = ["--config", "configs/tiny/mannequin-pose.yaml", "--out", str(TINY / "pose-tiny.safetensors")]
+    if args.init:  # continue from trained weights (e.g. the shipped net) instead of from scratch
+        if len(args.init) != 1:
+            raise SystemExit("`pose --init` takes one HigherHRNet weights file.")
+        argv += ["--init-from", str(args.init[0])]
     if args.max_minutes is not None:
         argv += ["--max-minutes", str(args.max_minutes)]
     _run("train_pose", argv + args.overrides)
@@ -226,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         action="append",
         help="`unet`: start from these model weights; repeat for files that together hold the model "
-        "(e.g. --init base-tiny.safetensors --init <unet file>; default: logs/mannequin/init.safetensors)",
+        "(e.g. --init base-tiny.safetensors --init <unet file>; default: logs/mannequin/init.safetensors). "
+        "`pose`: continue from this HigherHRNet weights file instead of training from scratch",
     )
     parser.add_argument("--out-dir", type=Path, default=TINY, help="`unet`: where the UNet file is written")
     parser.add_argument("--no-ema", action="store_true", help="`unet`: train and export without EMA (fine-tuning)")

@@ -200,3 +200,18 @@ def test_decoder_stage_starts_from_the_trained_vae_or_the_shipped_one(monkeypatc
     (tmp_path / "vae-tiny.safetensors").write_bytes(b"")
     build.main(["decoder"])
     assert f"training.init={tmp_path / 'vae-tiny.safetensors'}" in calls[-1][1]
+
+
+def test_pose_stage_continues_from_given_weights(monkeypatch, tmp_path):
+    build = _script("build_mannequin_models")
+    calls = []
+    monkeypatch.setattr(build, "_run", lambda name, argv: calls.append((name, argv)))
+    start = tmp_path / "pose.safetensors"
+    assert build.main(["pose", "--init", str(start), "trainer.max_steps=5"]) == 0
+    name, argv = calls[-1]
+    assert name == "train_pose" and argv[argv.index("--init-from") + 1] == str(start)
+    assert argv[-1] == "trainer.max_steps=5"
+    build.main(["pose"])
+    assert "--init-from" not in calls[-1][1]  # from scratch by default
+    with pytest.raises(SystemExit, match="one HigherHRNet"):
+        build.main(["pose", "--init", "a", "--init", "b"])
