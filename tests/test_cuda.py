@@ -10,9 +10,6 @@ default). Models, inputs and training configs are the ones of `tests/test_fast_p
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +17,8 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 from test_fast_path import _build, _max_diff, _unet_inputs
-from test_training import PAPER, PLAIN, REFERENCE, REPO, _metrics, _overrides
+from test_pipeline import two_people_keypoints
+from test_training import PAPER, PLAIN, REFERENCE, REPO, _metrics, _overrides, torchrun_train
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ldm.data.synthetic import write_tiny_dataset
@@ -47,16 +45,6 @@ def no_tf32():
     torch.backends.cudnn.allow_tf32 = saved
 
 
-def _keypoints() -> np.ndarray:
-    """Two people in a 64x64 image (as `tests/test_pipeline.py`)."""
-    kp = np.zeros((2, 17, 3), np.float32)
-    kp[:, :, 0] = np.linspace(8, 56, 17)
-    kp[:, :, 1] = np.linspace(4, 60, 17)[::-1]
-    kp[1, :, 0] = 60 - kp[1, :, 0]
-    kp[:, :, 2] = 0.9
-    return kp
-
-
 def _pipeline(device: str = DEVICE, **kwargs) -> PoseToImagePipeline:
     return PoseToImagePipeline(_build(), device=device, default_size=(64, 64), skeleton_width=2, **kwargs)
 
@@ -64,7 +52,7 @@ def _pipeline(device: str = DEVICE, **kwargs) -> PoseToImagePipeline:
 def _images(pipe: PoseToImagePipeline, **kwargs) -> np.ndarray:
     """(2, 64, 64, 3) int16 images of a fixed call (pose latents and noise come from the seeded CPU generator)."""
     call = {"num_inference_steps": 3, "guidance_scale": 5.0, "seed": 7, "num_images": 2, **kwargs}
-    out = pipe("a dancer", _keypoints(), **call)
+    out = pipe("a dancer", two_people_keypoints(), **call)
     return np.stack([np.asarray(im, dtype=np.int16) for im in out.images])
 
 
@@ -231,16 +219,12 @@ def test_bf16_mixed_training_run(
 
 def test_one_gpu_ddp(train_map: Path, tmp_path: Path) -> None:
     """DDP with one process, launched as `tests/test_training.py` launches its 2-process run (torchrun)."""
-    env = {k: v for k, v in os.environ.items() if k != RUN_STAMP_ENV}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1",
-        "scripts/train.py", "--config", str(PLAIN), "--logdir", str(tmp_path), "--name", "ddp",
+    proc = torchrun_train(1, [
+        "--config", str(PLAIN), "--logdir", str(tmp_path), "--name", "ddp",
         *_overrides(train_map, "lightning.trainer.max_steps=2", f"lightning.trainer.accelerator={ACCELERATOR}",
                     "lightning.trainer.devices=1", "lightning.strategy.name=ddp",
                     f"lightning.strategy.params.process_group_backend={DIST_BACKEND}"),
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    ])  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"distributed_backend={DIST_BACKEND}" in proc.stdout + proc.stderr
     (run_dir,) = tmp_path.glob("*_ddp")

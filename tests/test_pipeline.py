@@ -21,14 +21,19 @@ def pipe():
     return p
 
 
-@pytest.fixture
-def keypoints():
+def two_people_keypoints() -> np.ndarray:
+    """Two people in a 64x64 image, (2, 17, 3) (x, y, score)."""
     kp = np.zeros((2, 17, 3), np.float32)
     kp[:, :, 0] = np.linspace(8, 56, 17)
     kp[:, :, 1] = np.linspace(4, 60, 17)[::-1]
     kp[1, :, 0] = 60 - kp[1, :, 0]
     kp[:, :, 2] = 0.9
     return kp
+
+
+@pytest.fixture
+def keypoints():
+    return two_people_keypoints()
 
 
 def _arr(img: Image.Image) -> np.ndarray:

@@ -215,17 +215,22 @@ def test_export_round_trip(reference_run, tmp_path: Path) -> None:
         assert torch.equal(model.model.get_parameter(name), ema.shadow(name))
 
 
-def test_two_process_ddp_gloo(train_map: Path, tmp_path: Path) -> None:
+def torchrun_train(nproc: int, args: list[str], timeout: float = 180) -> subprocess.CompletedProcess:
+    """`python -m torch.distributed.run --nproc-per-node N scripts/train.py ARGS` from the repo, 1 thread each."""
     env = {k: v for k, v in os.environ.items() if k != RUN_STAMP_ENV}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-        "scripts/train.py", "--config", str(PLAIN), "--logdir", str(tmp_path), "--name", "ddp",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)]
+    cmd += ["scripts/train.py", *args]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_two_process_ddp_gloo(train_map: Path, tmp_path: Path) -> None:
+    proc = torchrun_train(2, [
+        "--config", str(PLAIN), "--logdir", str(tmp_path), "--name", "ddp",
         *_overrides(train_map, "lightning.trainer.max_steps=3", "lightning.trainer.devices=2",
                     "lightning.strategy.name=ddp", "lightning.callbacks.lr_monitor={}",
                     "lightning.callbacks.image_sampler={every_n_steps: 2, num_images: 2, steps: 2}"),
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    ])  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run_dir,) = tmp_path.glob("job-*_ddp")
     rows = _metrics(run_dir)

@@ -35,7 +35,7 @@ class AutoencoderModule(pl.LightningModule):
             teach the same per-pixel mapping at a fraction of the cost); None trains on whole images.
         decoder_only: freeze the encoder (and `quant_conv`) and train only the decoder, as SD's fine-tuned
             ft-MSE/ft-EMA decoders were made: the latent space stays exactly the same, so diffusion models and
-            latent caches made with the encoder remain valid while the decoded images get sharper. The KL term
+            latent caches made with the encoder remain valid while the decoder improves. The KL term
             is constant then and is left out.
     """
 
