@@ -7,6 +7,9 @@ evaluated the same way as the reference row (the pose net's own AP on real image
 through the shipped VAE (encode, decode): the ceiling for generated images, which can be no sharper than what the
 decoder draws.
 
+Generated images already in the output folder are reused (not generated again), so a run with another
+`--pose-checkpoint` re-scores earlier samples in seconds.
+
 Several seeds per mode give a mean ± std row per mode. Runs split over processes (one mode each, say) are
 combined with `--merge`.
 
@@ -43,6 +46,7 @@ from ldm.metrics.inputs import EvalItem, EvalSet, load_index
 from ldm.pose.convert import rescale_pose
 from ldm.pose.estimator import PoseEstimator
 from ldm.pose.io import load_pose
+from ldm.training.pose_module import read_exported_pose_config
 
 logger = logging.getLogger("evaluate_mannequin")
 
@@ -75,6 +79,15 @@ def _score(eval_set: EvalSet, detector: PoseEstimator) -> dict[str, float]:
         "PCE": m.get("PCE"),
         "adherence": adherence["score"],
     }
+
+
+def _detector(checkpoint: Path) -> PoseEstimator:
+    """The pose net scoring every row, with the estimator config stored in its file (else the tiny preset YAML)."""
+    try:
+        config = read_exported_pose_config(checkpoint)
+    except ValueError:
+        config = POSE_CONFIG
+    return PoseEstimator.from_checkpoint(checkpoint, config)
 
 
 def _shipped_vae():
@@ -119,6 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--device", default="cpu", help="torch device for generation and pose detection")
     p.add_argument("--unet-dir", type=Path, default=TINY, help="folder of the humansd-tiny-<mode>[-s<seed>] files")
+    p.add_argument(
+        "--pose-checkpoint",
+        type=Path,
+        default=TINY / "pose-tiny.safetensors",
+        help="pose net that scores every row (its config is read from the file's metadata)",
+    )
     p.add_argument("--no-roundtrip", action="store_true", help="skip the VAE round-trip (ceiling) row")
     p.add_argument("--merge", nargs="+", type=Path, metavar="DIR", help="only combine earlier runs' tables")
     args = p.parse_args(argv)
@@ -134,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     records = read_mappings(WORLD / "mapping_file_validation.json")[: args.limit]
-    detector = PoseEstimator.from_checkpoint(TINY / "pose-tiny.safetensors", POSE_CONFIG).to(args.device)
+    detector = _detector(args.pose_checkpoint).to(args.device)
     rows = {"real renders": _score(_real_set(records), detector)}
     if not args.no_roundtrip:
         vae = _shipped_vae().to(args.device)

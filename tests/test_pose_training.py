@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
 
 from ldm.data.humansd import HumanPoseDataset, collate_batch
+from ldm.data.keys import BatchKey
 from ldm.data.synthetic import write_tiny_dataset
 from ldm.pose.estimator import PoseEstimator, load_pose_config
 from ldm.pose.keypoints import NUM_KEYPOINTS, Person
+from ldm.pose.resize import compute_resize, map_keypoints_to_network, resize_batch_for_network
 from ldm.training.pose_eval import CocoKeypointEvaluator
 from ldm.training.pose_module import (
     PoseNetModule,
@@ -189,6 +193,54 @@ def test_optimisation_steps_reduce_the_loss(tiny_dataset: Path) -> None:
         optimizer.step()
         losses.append(out.loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize(("height", "width", "input_size"), [(64, 64, 128), (48, 80, 64), (70, 50, 96)])
+def test_batch_resize_matches_the_estimator_warp(height: int, width: int, input_size: int) -> None:
+    """Training-side resize = the cv2 warp PoseEstimator.detect applies (same map, bilinear, zero padding)."""
+    image = np.random.default_rng(height).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    transform = compute_resize(height, width, input_size=input_size, size_divisor=32, use_udp=True)
+    size = (transform.input_width, transform.input_height)
+    expected = cv2.warpAffine(image.astype(np.float32), transform.image_to_input_matrix(), size, flags=cv2.INTER_LINEAR)
+    batch = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+    got = resize_batch_for_network(batch, transform)[0].permute(1, 2, 0).numpy()
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=0.02)  # cv2 rounds its interpolation weights to 1/1024
+
+
+def test_mapped_keypoints_follow_the_resized_image_and_map_back() -> None:
+    image = torch.zeros(1, 3, 64, 64)
+    image[..., 21, 37] = 1.0  # a bright pixel at (x, y) = (37, 21)
+    transform = compute_resize(64, 64, input_size=128, size_divisor=32, use_udp=True)
+    resized = resize_batch_for_network(image, transform)[0, 0]
+    keypoints = torch.tensor([[37.0, 21.0, 1.0], [-1.0, -1.0, 0.0]])
+    mapped = map_keypoints_to_network(keypoints, transform)
+    peak = divmod(int(resized.argmax()), resized.shape[1])  # (y, x)
+    assert peak == (round(mapped[0, 1].item()), round(mapped[0, 0].item()))
+    assert mapped[1, 2] == 0 and mapped[0, 2] == 1
+    # network pixels -> 1/2-resolution heatmap (UDP) -> back to image pixels: the original position
+    half = (transform.input_width // 2, transform.input_height // 2)
+    network = (transform.input_width, transform.input_height)
+    on_heatmap = mapped[0, :2].numpy() * (np.array(half) - 1) / (np.array(network) - 1)
+    np.testing.assert_allclose(transform.heatmap_to_image(on_heatmap, *half), [37.0, 21.0], atol=1e-4)
+
+
+def test_module_trains_at_the_test_input_size(tiny_dataset: Path) -> None:
+    config = load_pose_config("tiny")
+    config = dataclasses.replace(config, test=dataclasses.replace(config.test, input_size=128))
+    dataset = HumanPoseDataset(map_file=tiny_dataset / "mapping_file_training.json", image_size=64, augment=False)
+    batch = collate_batch([dataset[i] for i in range(2)])
+    seen = []
+    for resize in (False, True):
+        module = PoseNetModule(config, resize_to_input=resize)
+        module.log_dict = lambda *args, **kwargs: None  # no trainer attached
+        module.net.register_forward_pre_hook(lambda _, args: seen.append(tuple(args[0].shape[-2:])))
+        assert torch.isfinite(module._common_step(batch, 0, "train").loss)
+        images, keypoints = module.to_network_input(batch[BatchKey.IMAGE], batch[BatchKey.KEYPOINTS])
+        labelled = batch[BatchKey.KEYPOINTS][..., 2] > 0
+        scale = 127 / 63 if resize else 1.0
+        torch.testing.assert_close(keypoints[labelled][:, :2], batch[BatchKey.KEYPOINTS][labelled][:, :2] * scale)
+    assert seen == [(64, 64), (128, 128)]
 
 
 def test_normalisation_matches_the_estimator() -> None:

@@ -12,8 +12,16 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
 
-__all__ = ["ResizeTransform", "compute_resize", "resize_for_network"]
+__all__ = [
+    "ResizeTransform",
+    "compute_resize",
+    "map_keypoints_to_network",
+    "resize_batch_for_network",
+    "resize_for_network",
+]
 
 
 @dataclass(frozen=True)
@@ -117,3 +125,36 @@ def resize_for_network(image: np.ndarray, transform: ResizeTransform) -> np.ndar
     """
     size = (transform.input_width, transform.input_height)
     return cv2.warpAffine(image, transform.image_to_input_matrix(), size, flags=cv2.INTER_LINEAR)
+
+
+def resize_batch_for_network(images: torch.Tensor, transform: ResizeTransform) -> torch.Tensor:
+    """Warp a (B, C, H, W) float batch to the network input size: :func:`resize_for_network` for tensors.
+
+    Same affine map and the same sampling as ``cv2.warpAffine(..., INTER_LINEAR)`` (pixel centres at integer
+    coordinates, bilinear, zeros outside the image), without rounding to uint8; differentiable.
+
+    Args:
+        images: (B, C, H, W) float tensor.
+        transform: from :func:`compute_resize` for (H, W).
+
+    Returns:
+        (B, C, input_height, input_width) tensor.
+    """
+    height, width = images.shape[-2:]
+    matrix = transform.image_to_input_matrix().astype(np.float64)
+    (ax, _, tx), (_, ay, ty) = matrix
+    # Source pixel of every output pixel, then grid_sample's [-1, 1] coordinates (align_corners=True convention).
+    u = torch.arange(transform.input_width, dtype=torch.float64)
+    v = torch.arange(transform.input_height, dtype=torch.float64)
+    gx = ((u - tx) / ax) * 2 / max(width - 1, 1) - 1
+    gy = ((v - ty) / ay) * 2 / max(height - 1, 1) - 1
+    grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)  # (h_in, w_in, 2) as (x, y)
+    grid = grid.to(images.device, images.dtype).expand(images.shape[0], -1, -1, -1)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+def map_keypoints_to_network(keypoints: torch.Tensor, transform: ResizeTransform) -> torch.Tensor:
+    """(..., 3) keypoints (x, y, score) in image pixels -> network-input pixels; scores unchanged."""
+    matrix = torch.as_tensor(transform.image_to_input_matrix(), dtype=keypoints.dtype, device=keypoints.device)
+    xy = keypoints[..., :2] @ matrix[:, :2].T + matrix[:, 2]
+    return torch.cat([xy, keypoints[..., 2:]], dim=-1)

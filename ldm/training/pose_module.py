@@ -41,6 +41,7 @@ from ldm.config import check_params, to_container
 from ldm.data.keys import BatchKey
 from ldm.pose.estimator import IMAGENET_MEAN, IMAGENET_STD, PoseEstimator, PoseEstimatorConfig, load_pose_config
 from ldm.pose.higherhrnet import HigherHRNet
+from ldm.pose.resize import compute_resize, map_keypoints_to_network, resize_batch_for_network
 from ldm.training.pose_eval import CocoKeypointEvaluator, KeypointAP
 from ldm.training.pose_targets import (
     DEFAULT_PULL_WEIGHT,
@@ -122,6 +123,10 @@ class PoseNetModule(pl.LightningModule):
         val_annotations: COCO keypoint file of the validation split (mannequin world:
             ``annotations/validation_coco.json``); None scores against the dataset's keypoints instead.
         init: ``"kaiming"`` (training from scratch, :func:`init_from_scratch`) or ``"mmpose"`` (:class:`NetInit`).
+        resize_to_input: resize every training batch to the test config's ``input_size`` first, exactly as
+            ``PoseEstimator.detect`` resizes images at validation and inference (:meth:`to_network_input`). Needed
+            when ``input_size`` differs from the image size (e.g. 128-px images and ``input_size: 256``, heatmaps at
+            the image's full resolution); False trains on the images as they come (right when both sizes agree).
 
     Raises:
         ValueError: invalid option values (with the value received and the valid range).
@@ -145,6 +150,7 @@ class PoseNetModule(pl.LightningModule):
         push_weight: float = DEFAULT_PUSH_WEIGHT,
         val_annotations: str | Path | None = None,
         init: str = NetInit.KAIMING,
+        resize_to_input: bool = False,
     ) -> None:
         super().__init__()
         self._check_options(learning_rate, weight_decay, lr_schedule, warmup_steps, min_lr_ratio, step_milestones)
@@ -161,6 +167,7 @@ class PoseNetModule(pl.LightningModule):
         if len(self.heatmap_weights) != 2:
             raise ValueError(f"heatmap_weights needs one factor per output (2); got {list(heatmap_weights)}.")
         self.pull_weight, self.push_weight = float(pull_weight), float(push_weight)
+        self.resize_to_input = bool(resize_to_input)
         self.evaluator = CocoKeypointEvaluator(val_annotations)
         self._val_estimator: list[PoseEstimator] = []  # a list, so the frozen copy is not registered as a child
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -193,12 +200,39 @@ class PoseNetModule(pl.LightningModule):
         """(B, 3, H, W) images in [-1, 1] -> the network input of ``PoseEstimator.detect`` (ImageNet-normalised)."""
         return ((images + 1) / 2 - self.pixel_mean) / self.pixel_std
 
+    def to_network_input(self, images: torch.Tensor, keypoints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """With ``resize_to_input``: a batch (and its keypoints) resized to the test input size, as ``detect`` does.
+
+        A net validated with ``test.input_size`` larger than the images (e.g. 256 for 128-px images) must also be
+        trained at that scale. Same UDP affine map and
+        bilinear sampling as :meth:`PoseEstimator.predict_maps`; unchanged when the images already have that size or
+        ``resize_to_input`` is False.
+
+        Args:
+            images: (B, 3, H, W). keypoints: (B, P, K, 3) (x, y, score) in image pixels.
+
+        Returns:
+            The resized images and the keypoints in network-input pixels.
+        """
+        test = self.pose_config.test
+        height, width = images.shape[-2:]
+        if not self.resize_to_input:
+            return images, keypoints
+        transform = compute_resize(
+            height, width, input_size=test.input_size, size_divisor=test.size_divisor, use_udp=test.use_udp
+        )
+        if (transform.input_height, transform.input_width) == (height, width):
+            return images, keypoints
+        return resize_batch_for_network(images, transform), map_keypoints_to_network(keypoints, transform)
+
     def _common_step(self, batch: Mapping[str, Any], batch_idx: int, stage: str) -> PoseLossOutput:
         """Targets, forward and loss of one batch; logs ``{stage}/loss``, ``heatmap_loss``, ``ae_pull``, ``ae_push``."""
         images = batch[BatchKey.IMAGE]  # (B, 3, H, W) in [-1, 1]
+        keypoints = batch[BatchKey.KEYPOINTS].to(images.device)  # (B, P, K, 3)
+        images, keypoints = self.to_network_input(images, keypoints)
         outputs = self.net(self.normalize(images))  # (B, 2K, H/4, W/4), (B, K, H/2, W/2)
         targets = compute_pose_targets(
-            batch[BatchKey.KEYPOINTS].to(images.device),  # (B, P, K, 3)
+            keypoints,
             tuple(images.shape[-2:]),
             [tuple(o.shape[-2:]) for o in outputs],
             sigma=self.sigma,
