@@ -49,6 +49,8 @@ __all__ = [
     "PoseSample",
     "STAT_SUFFIXES",
     "build_coco",
+    "coco_from_dataset",
+    "gt_annotation",
     "gt_persons",
     "pose_ap",
     "run_coco_eval",
@@ -112,7 +114,8 @@ def _box(keypoints: np.ndarray, mask: np.ndarray) -> list[float]:
     return [x0, y0, float(pts[:, 0].max()) - x0, float(pts[:, 1].max()) - y0]
 
 
-def _gt_annotation(person: Person, image_id: int, ann_id: int) -> dict:
+def gt_annotation(person: Person, image_id: int, ann_id: int) -> dict:
+    """COCO ground-truth annotation of one person: visible joints with v = 2, box and area from those joints."""
     vis = person.visible
     kpts = np.zeros((len(vis), 3), dtype=np.float64)
     kpts[vis, :2] = person.keypoints[vis, :2]
@@ -144,7 +147,8 @@ def _dt_annotation(person: Person, image_id: int, ann_id: int) -> dict:
     }
 
 
-def _coco(dataset: dict) -> COCO:
+def coco_from_dataset(dataset: dict) -> COCO:
+    """A pycocotools ``COCO`` over an in-memory dataset dict (``images``, ``annotations``, ``categories``)."""
     coco = COCO()
     coco.dataset = dataset
     with silenced():
@@ -165,29 +169,37 @@ def build_coco(samples: Sequence[PoseSample]) -> tuple[COCO, COCO]:
     gts, dts = [], []
     for i, sample in enumerate(samples):
         for person in gt_persons(sample.gt):
-            gts.append(_gt_annotation(person, i, len(gts) + 1))  # annotation ids are unique and start at 1
+            gts.append(gt_annotation(person, i, len(gts) + 1))  # annotation ids are unique and start at 1
         for person in sample.detections:
             dts.append(_dt_annotation(person, i, len(dts) + 1))
     categories = [dict(_PERSON_CATEGORY)]
-    gt = _coco({"images": images, "annotations": gts, "categories": categories})
-    dt = _coco({"images": list(images), "annotations": dts, "categories": categories})
+    gt = coco_from_dataset({"images": images, "annotations": gts, "categories": categories})
+    dt = coco_from_dataset({"images": list(images), "annotations": dts, "categories": categories})
     return gt, dt
 
 
-def run_coco_eval(evaluator: COCOeval, prefix: str = "") -> dict[str, float | None]:
-    """Configure (COCO-17 sigmas, maxDets [20], all images), run and summarise a keypoint ``COCOeval``.
+def run_coco_eval(
+    evaluator: COCOeval,
+    prefix: str = "",
+    *,
+    sigmas: Sequence[float] = COCO_OKS_SIGMAS,
+    max_dets: int = MAX_DETS,
+) -> dict[str, float | None]:
+    """Configure (OKS sigmas, maxDets, all images), run and summarise a keypoint ``COCOeval``.
 
     Args:
         evaluator: a ``COCOeval`` (or subclass) built with ``iouType="keypoints"``.
         prefix: text put before each metric name ("C" turns "AP" into "CAP").
+        sigmas: per-joint OKS sigmas (COCO-17 by default).
+        max_dets: detections scored per image, highest score first (COCO: 20).
 
     Returns:
         ``{"AP": ..., "AP50": ..., ..., "AR(L)": ...}``; a figure is None where COCOeval reports -1 (no ground
         truth in that area range).
     """
     params = evaluator.params
-    params.kpt_oks_sigmas = np.asarray(COCO_OKS_SIGMAS, dtype=np.float64)
-    params.maxDets = [MAX_DETS]
+    params.kpt_oks_sigmas = np.asarray(sigmas, dtype=np.float64)
+    params.maxDets = [int(max_dets)]
     params.imgIds = sorted(evaluator.cocoGt.getImgIds())
     with silenced():
         evaluator.evaluate()

@@ -14,8 +14,6 @@ References:
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
 from collections.abc import Sequence
@@ -23,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pycocotools.cocoeval import COCOeval
 
+from ldm.metrics.pose_ap import coco_from_dataset, gt_annotation, run_coco_eval, silenced
 from ldm.pose.estimator import PoseDetector
 from ldm.pose.keypoints import COCO_OKS_SIGMAS, NUM_KEYPOINTS, Person
 
@@ -162,9 +162,6 @@ class CocoKeypointEvaluator:
         Returns:
             :class:`KeypointAP`; all zeros when nothing was detected (pycocotools cannot score an empty result).
         """
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
-
         if not self._images:
             raise ValueError("No image was added to the evaluator; nothing to compute.")
         ids = {im["id"] for im in self._images}
@@ -177,47 +174,29 @@ class CocoKeypointEvaluator:
         if not self._detections:
             logger.warning("No person detected on %d images: AP = 0.", len(self._images))
             return KeypointAP(*([0.0] * len(_STAT_NAMES)), num_images=len(self._images), num_detections=0)
-        log = io.StringIO()
-        with contextlib.redirect_stdout(log):  # pycocotools prints its progress and summary table
-            gt = COCO()
-            gt.dataset = {"images": self._images, "annotations": annotations, "categories": categories}
-            gt.createIndex()
-            evaluator = COCOeval(gt, gt.loadRes(self._detections), "keypoints")
-            evaluator.params.imgIds = sorted(ids)
-            evaluator.params.maxDets = [self.max_dets]
-            evaluator.params.kpt_oks_sigmas = self.sigmas
-            evaluator.evaluate()
-            evaluator.accumulate()
-            evaluator.summarize()
-        logger.debug("pycocotools output:\n%s", log.getvalue())
-        stats = [float(s) for s in evaluator.stats]
-        return KeypointAP(*stats, num_images=len(self._images), num_detections=len(self._detections))
+        gt = coco_from_dataset({"images": self._images, "annotations": annotations, "categories": categories})
+        with silenced():  # loadRes prints its progress
+            results = gt.loadRes(self._detections)
+        stats = run_coco_eval(COCOeval(gt, results, "keypoints"), sigmas=self.sigmas, max_dets=self.max_dets)
+        values = [-1.0 if v is None else v for v in stats.values()]  # COCOeval's -1: no ground truth in that range
+        return KeypointAP(*values, num_images=len(self._images), num_detections=len(self._detections))
 
 
 def _annotations_from_keypoints(keypoints: np.ndarray, image_id: int) -> list[dict]:
-    """COCO annotations (without ids) of the labelled persons of one image; labelled joints get v = 2."""
+    """COCO annotations (ids set later) of the labelled persons of one image; labelled joints get v = 2.
+
+    Box and area come from the labelled joints (:func:`ldm.metrics.pose_ap.gt_annotation`); the area is at least
+    1 px² so a person with a single labelled joint still has a finite OKS tolerance.
+    """
     if keypoints.ndim != 3 or keypoints.shape[1:] != (NUM_KEYPOINTS, 3):
         raise ValueError(f"keypoints must be (P, {NUM_KEYPOINTS}, 3); got {keypoints.shape}.")
     out = []
     for person in keypoints:
-        labelled = person[:, 2] > 0
-        if not labelled.any():
+        if not (person[:, 2] > 0).any():
             continue  # a padding slot (-1, -1, 0)
-        flat = np.where(labelled[:, None], np.column_stack([person[:, :2], np.full(NUM_KEYPOINTS, 2.0)]), 0.0)
-        x0, y0 = person[labelled, :2].min(axis=0)
-        x1, y1 = person[labelled, :2].max(axis=0)
-        bbox = [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]
-        out.append(
-            {
-                "image_id": image_id,
-                "category_id": 1,
-                "keypoints": flat.ravel().tolist(),
-                "num_keypoints": int(labelled.sum()),
-                "bbox": bbox,
-                "area": max(bbox[2] * bbox[3], 1.0),
-                "iscrowd": 0,
-            }
-        )
+        annotation = gt_annotation(Person(person), image_id, ann_id=0)
+        annotation["area"] = max(annotation["area"], 1.0)
+        out.append(annotation)
     return out
 
 
