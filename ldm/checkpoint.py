@@ -225,6 +225,34 @@ def read_checkpoints(
     return merged, meta
 
 
+def load_prefixed(
+    module: nn.Module,
+    paths: str | Path | Sequence[str | Path],
+    prefix: str,
+    *,
+    trust_pickle: bool | None = None,
+) -> None:
+    """Strictly load the ``prefix``-keyed part of checkpoint file(s) into one sub-model.
+
+    E.g. the VAE of a full model file: ``load_prefixed(model.vae, "base-tiny.safetensors", "first_stage_model.")``.
+    Tensors are cast to the module's dtypes by ``load_state_dict``.
+
+    Raises:
+        FileNotFoundError: a file is missing (the message says where to get it).
+        ValueError: the files hold no ``prefix`` keys, or those keys do not match the module exactly.
+    """
+    files = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    for path in files:
+        if not Path(path).is_file():
+            raise FileNotFoundError(missing_file_message(Path(path)))
+    state, _ = read_checkpoints(files, trust_pickle=trust_pickle)
+    sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    names = ", ".join(str(p) for p in files)
+    if not sub:
+        raise ValueError(f"no {prefix}* weights in {names}")
+    load_state_dict_strict(module, sub, source=f"the {prefix}* weights of {names}")
+
+
 def load_weights(
     model: nn.Module,
     path: str | Path | Sequence[str | Path],

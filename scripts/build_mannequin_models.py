@@ -112,6 +112,7 @@ def _set_scale_factor(config: Path, value: float) -> None:
 
 @torch.no_grad()
 def stage_init(args: argparse.Namespace) -> None:
+    from ldm.checkpoint import load_prefixed
     from ldm.config import load_config
     from ldm.data.humansd import HumanPoseDataset
     from ldm.diffusion.schedule import SCHEDULE_BUFFER_NAMES
@@ -120,15 +121,10 @@ def stage_init(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)  # seeds the frozen text tower and the UNet init
     model = build_model(load_config(MODEL_CONFIG))
     vae_file = TINY / "vae-tiny.safetensors"
-    if vae_file.is_file():
-        vae_state = load_file(str(vae_file))
-    else:  # a fresh clone ships the VAE only inside base-tiny (float16): start from that one
+    if not vae_file.is_file():  # a fresh clone ships the VAE only inside base-tiny (float16): start from that one
         logger.info("No %s: taking the VAE from %s.", vae_file, TINY / "base-tiny.safetensors")
-        base_state = load_file(str(TINY / "base-tiny.safetensors"))
-        vae_state = {k: v.float() for k, v in base_state.items() if k.startswith("first_stage_model.")}
-    missing = model.load_state_dict(vae_state, strict=False)  # only the VAE part; the rest stays as initialised
-    if missing.unexpected_keys or any(k.startswith("first_stage_model.") for k in missing.missing_keys):
-        raise SystemExit(f"vae-tiny.safetensors does not match the VAE of {MODEL_CONFIG}.")
+        vae_file = TINY / "base-tiny.safetensors"
+    load_prefixed(model.vae, vae_file, "first_stage_model.")  # only the VAE; the rest stays as initialised
     data = HumanPoseDataset(map_file=str(WORLD / "mapping_file_training.json"), image_size=128, augment=False)
     images = torch.stack([data[i]["image"] for i in range(0, len(data), max(1, len(data) // 256))])
     std = float(model.vae.encode(images).sample(torch.Generator().manual_seed(0)).std())
@@ -155,6 +151,7 @@ def stage_cache(args: argparse.Namespace) -> None:
 
 def _check_cache_matches_init(init: list[Path]) -> None:
     """The latent cache must come from the VAE the UNet trains with (a retrained encoder needs a new cache)."""
+    from ldm.checkpoint import load_prefixed
     from ldm.config import load_config
     from ldm.data.latent_cache import vae_fingerprint
     from ldm.inference.loading import build_model
@@ -162,9 +159,7 @@ def _check_cache_matches_init(init: list[Path]) -> None:
     if not CACHE.is_file():
         raise SystemExit(f"No latent cache at {CACHE}; run: python scripts/build_mannequin_models.py cache")
     vae = build_model(load_config(MODEL_CONFIG)).vae
-    prefix = "first_stage_model."
-    state = {k[len(prefix) :]: v for p in init for k, v in load_file(str(p)).items() if k.startswith(prefix)}
-    vae.load_state_dict(state)
+    load_prefixed(vae, init, "first_stage_model.")
     with safe_open(str(CACHE), framework="pt") as f:
         cached = (f.metadata() or {}).get("vae_fingerprint")
     if cached != vae_fingerprint(vae):

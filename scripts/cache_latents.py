@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ldm.checkpoint import load_state_dict_strict, missing_file_message, read_checkpoints
+from ldm.checkpoint import load_prefixed
 from ldm.config import load_config
 from ldm.data.latent_cache import build_latent_cache
 from ldm.inference.loading import build_model
@@ -55,17 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         for path in (args.model_config, args.map_file):
             if not path.is_file():
                 raise FileNotFoundError(f"No such file: {path}")
-        for path in args.ckpt:
-            if not path.is_file():
-                raise FileNotFoundError(missing_file_message(path))
         cfg = load_config(args.model_config)
         defaults = cfg.get("defaults", {})
         model = build_model(cfg)
-        state, _ = read_checkpoints(args.ckpt)
-        vae_state = {k[len(VAE_PREFIX) :]: v for k, v in state.items() if k.startswith(VAE_PREFIX)}
-        if not vae_state:
-            raise ValueError(f"No {VAE_PREFIX}* keys in {[str(c) for c in args.ckpt]}: no VAE weights to encode with.")
-        load_state_dict_strict(model.vae, vae_state, source=", ".join(str(c) for c in args.ckpt))
+        load_prefixed(model.vae, args.ckpt, VAE_PREFIX)
         options = {
             "map_file": str(args.map_file),
             "image_size": args.image_size or int(defaults.get("size", 512)),

@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import load_file
 
+from ldm.checkpoint import load_prefixed
 from ldm.config import load_config
 from ldm.data.humansd import read_mappings
 from ldm.inference.batch import run_batch
@@ -92,10 +92,8 @@ def _detector(checkpoint: Path) -> PoseEstimator:
 
 def _shipped_vae():
     """The VAE of the shipped base file (the one every tiny UNet decodes with)."""
-    prefix = "first_stage_model."
     vae = build_model(load_config(TINY_CONFIG)).vae
-    state = load_file(str(TINY / "base-tiny.safetensors"))
-    vae.load_state_dict({k[len(prefix) :]: v.float() for k, v in state.items() if k.startswith(prefix)})
+    load_prefixed(vae, TINY / "base-tiny.safetensors", "first_stage_model.")
     return vae.eval()
 
 

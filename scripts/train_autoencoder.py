@@ -16,8 +16,9 @@ import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
+from ldm.checkpoint import load_prefixed
 from ldm.config import instantiate, load_config, to_container
 from ldm.data.humansd import HumanPoseDataModule
 from ldm.training.autoencoder import AutoencoderModule
@@ -52,18 +53,10 @@ def load_init(vae, path: str | Path) -> None:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"training.init: no file {path} (train the VAE first, or drop training.init)")
-    state = {k[len(PREFIX) :]: v.float() for k, v in load_file(str(path)).items() if k.startswith(PREFIX)}
-    if not state:
-        raise ValueError(f"training.init: {path} holds no {PREFIX}* (VAE) weights")
-    own = vae.state_dict()
-    wrong = sorted(k for k in own if k not in state or state[k].shape != own[k].shape)
-    extra = sorted(k for k in state if k not in own)
-    if wrong or extra:
-        raise ValueError(
-            f"training.init: the VAE in {path} does not match the config's VAE ({len(wrong)} missing or "
-            f"differently shaped keys, e.g. {(wrong or extra)[0]!r}; {len(extra)} unexpected)"
-        )
-    vae.load_state_dict(state)
+    try:
+        load_prefixed(vae, path, PREFIX)
+    except ValueError as err:
+        raise ValueError(f"training.init: {err}") from err
     logger.info("Initialised the VAE from %s.", path)
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ldm.checkpoint import expand_conv_in, load_weights, read_checkpoint
+from ldm.checkpoint import expand_conv_in, load_prefixed, load_weights, read_checkpoint
 from ldm.conditioning import Conditioning
 from ldm.config import load_config
 from ldm.inference.loading import UNET_CONV_IN_KEY, build_model, load_model
@@ -135,3 +135,22 @@ def test_model_split_over_several_files_loads_and_rejects_overlaps(tmp_path):
         load_model(HUMANSD_TINY, [tmp_path / "rest.safetensors", tmp_path / "rest.safetensors"])
     with pytest.raises(FileNotFoundError, match="Checkpoint not found"):
         load_model(HUMANSD_TINY, [tmp_path / "rest.safetensors", tmp_path / "nope.safetensors"])
+
+
+def test_load_prefixed_loads_one_part_strictly(tmp_path):
+    src = _tiny(HUMANSD_TINY, seed=1)
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.half().contiguous() for k, v in src.state_dict().items()}, str(path))  # shipped files are fp16
+    dst = _tiny(HUMANSD_TINY, seed=2)
+    unet_before = {k: v.clone() for k, v in dst.unet.state_dict().items()}
+    load_prefixed(dst.vae, path, "first_stage_model.")
+    for k, v in src.vae.state_dict().items():
+        torch.testing.assert_close(dst.vae.state_dict()[k], v.half().float())  # cast to the module's dtype
+    assert all(torch.equal(v, unet_before[k]) for k, v in dst.unet.state_dict().items())  # nothing else touched
+
+    with pytest.raises(ValueError, match=r"no cond_stage_model\.x\.\* weights in"):
+        load_prefixed(dst.vae, path, "cond_stage_model.x.")
+    with pytest.raises(ValueError, match="does not match"):
+        load_prefixed(dst.vae, path, "cond_stage_model.")  # keys of another part
+    with pytest.raises(FileNotFoundError, match="nope.safetensors"):
+        load_prefixed(dst.vae, tmp_path / "nope.safetensors", "first_stage_model.")
