@@ -30,7 +30,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from omegaconf import DictConfig, open_dict
+
 from benchmarks.common import HelpFormatter
+from ldm.config import load_config
 from ldm.inference.pipeline import PoseToImagePipeline
 
 logger = logging.getLogger("sampling")
@@ -46,6 +49,8 @@ VARIANTS: dict[str, tuple[str, dict[str, bool]]] = {
     "bf16": ("bf16", {}),
     "bf16_channels_last": ("bf16", {"channels_last": True}),
     "compile": ("fp32", {"compile_unet": True}),
+    "prepack": ("fp32", {"prepack_weights": True}),
+    "bf16_prepack": ("bf16", {"prepack_weights": True}),
 }
 
 
@@ -109,8 +114,17 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _config(args: argparse.Namespace) -> DictConfig:
+    """The model config; without ``--ckpt`` its ``checkpoint`` entry is dropped (random weights, timing only)."""
+    config = load_config(args.config or (FULL_CONFIG if args.full_size else TINY_CONFIG))
+    if args.ckpt is None:
+        with open_dict(config):
+            config.checkpoint = None
+    return config
+
+
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    config = args.config or (FULL_CONFIG if args.full_size else TINY_CONFIG)
+    config = _config(args)
     device = torch.device(args.device)
     pipes = {}
     for name in args.variants:

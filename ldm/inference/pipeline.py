@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 from PIL import Image
 
 from ldm.conditioning import Conditioning
@@ -137,7 +138,7 @@ class PoseToImagePipeline:
     @classmethod
     def from_config(
         cls,
-        config: str | Path,
+        config: str | Path | DictConfig,
         checkpoint: str | Path | None = None,
         *,
         device: str = "cpu",

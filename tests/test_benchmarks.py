@@ -1,0 +1,41 @@
+"""Smoke runs of the benchmark entry points on the tiny config (timing numbers are not checked, only that each
+benchmark runs, compares what it claims to compare, and reports every variant)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from omegaconf import OmegaConf
+
+from benchmarks import sampling, train_step
+from ldm.config import load_config
+
+
+def test_sampling_runs_with_random_weights_even_when_the_config_names_a_checkpoint(tmp_path):
+    config = load_config("configs/tiny/humansd-tiny.yaml")
+    config.checkpoint = str(tmp_path / "not-downloaded.ckpt")  # like humansd-inference.yaml's humansd-v1.ckpt
+    path = tmp_path / "model.yaml"
+    OmegaConf.save(config, path)
+    out = tmp_path / "sampling.json"
+    argv = ["--config", str(path), "--size", "64", "--steps", "1", "--iters", "1", "--threads", "1"]
+    assert sampling.main([*argv, "--variants", "plain", "prepack", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["results"]
+    assert [r["variant"] for r in rows] == ["plain", "prepack"]
+    assert rows[1]["max_pixel_diff_vs_first"] <= 1  # prepacked weights: the same image
+    assert all(r["s_per_image"] > 0 for r in rows)
+
+
+def test_sampling_with_a_named_checkpoint_that_is_missing_says_so(tmp_path):
+    argv = ["--size", "64", "--steps", "1", "--iters", "1", "--ckpt", str(tmp_path / "nope.safetensors")]
+    with pytest.raises(FileNotFoundError, match="nope.safetensors"):
+        sampling.main(argv)
+
+
+def test_train_step_times_every_loss_variant(tmp_path):
+    out = tmp_path / "train.json"
+    argv = ["--steps", "1", "--warmup", "1", "--batch-size", "1", "--random-pose-net", "--threads", "1"]
+    assert train_step.main([*argv, "--json", str(out)]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {"plain", "heatmap-reference", "heatmap-paper"}
+    assert all(r["median_s"] > 0 for r in results.values())
