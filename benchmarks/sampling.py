@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from omegaconf import DictConfig, open_dict
 
 from benchmarks.common import HelpFormatter
