@@ -1,8 +1,10 @@
 """Reproduce the embedded tiny models of the mannequin world from scratch, stage by stage, on CPU.
 
 Stages (run all with `all`, or one at a time):
-    world   generate the dataset (scripts/make_mannequin_world.py) unless it exists
-    pose    train the tiny HigherHRNet (scripts/train_pose.py) -> humansd_data/checkpoints/tiny/pose-tiny.safetensors
+    world   generate the dataset (scripts/make_mannequin_world.py) unless it exists, and a second, training-only
+            one for the pose net (`--extra-world-size` images, seed 1; humansd_data/datasets/MannequinExtra)
+    pose    train the tiny HigherHRNet (scripts/train_pose.py) on the training splits of both worlds (the extra one
+            when present) -> humansd_data/checkpoints/tiny/pose-tiny.safetensors
     vae     train the tiny kl-f8 VAE (scripts/train_autoencoder.py) -> .../vae-tiny.safetensors
     decoder fine-tune that VAE's decoder on whole 128-px images with the encoder frozen, so the latents stay the
             same (configs/tiny/mannequin-vae-decoder.yaml) -> .../vae-tiny.safetensors
@@ -42,6 +44,7 @@ logger = logging.getLogger("build_mannequin_models")
 
 ROOT = Path(__file__).resolve().parents[1]
 WORLD = Path("humansd_data/datasets/Mannequin")
+EXTRA_WORLD = Path("humansd_data/datasets/MannequinExtra")  # more pose-net training images (no validation split)
 TINY = Path("humansd_data/checkpoints/tiny")
 MODEL_CONFIG = Path("configs/tiny/mannequin-humansd.yaml")
 INIT = Path("logs/mannequin/init.safetensors")
@@ -66,11 +69,15 @@ def _run(name: str, argv: list[str]) -> None:
 
 
 def stage_world(args: argparse.Namespace) -> None:
-    if (WORLD / "mapping_file_training.json").is_file():
-        logger.info("World exists at %s; not regenerating.", WORLD)
-        return
-    argv = ["--out", str(WORLD), "--n", str(args.world_size), "--size", "128", "--seed", "0"]
-    _run("make_mannequin_world", argv + ["--workers", str(args.workers)])
+    worlds = [(WORLD, args.world_size, 0, []), (EXTRA_WORLD, args.extra_world_size, 1, ["--val-fraction", "0"])]
+    for root, size, seed, extra in worlds:
+        if size == 0:
+            continue
+        if (root / "mapping_file_training.json").is_file():
+            logger.info("World exists at %s; not regenerating.", root)
+            continue
+        argv = ["--out", str(root), "--n", str(size), "--size", "128", "--seed", str(seed), *extra]
+        _run("make_mannequin_world", argv + ["--workers", str(args.workers)])
 
 
 def stage_pose(args: argparse.Namespace) -> None:
@@ -81,6 +88,9 @@ def stage_pose(args: argparse.Namespace) -> None:
         argv += ["--init-from", str(args.init[0])]
     if args.max_minutes is not None:
         argv += ["--max-minutes", str(args.max_minutes)]
+    maps = [root / "mapping_file_training.json" for root in (WORLD, EXTRA_WORLD)]
+    if maps[1].is_file():
+        argv.append(f"data.params.train.map_file=[{maps[0]},{maps[1]}]")
     _run("train_pose", argv + args.overrides)
 
 
@@ -218,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int, default=3000, help="training steps of the `unet` stage")
     parser.add_argument("--max-minutes", type=float, help="stop the pose/vae/unet training after this many minutes")
     parser.add_argument("--world-size", type=int, default=10000, help="images of the generated world")
+    parser.add_argument(
+        "--extra-world-size", type=int, default=30000, help="training images of the pose net's extra world (0: none)"
+    )
     parser.add_argument("--workers", type=int, default=1, help="processes generating the world / reading it (cache)")
     parser.add_argument("--device", default="cpu", help="torch device of the `cache` stage's VAE")
     parser.add_argument(

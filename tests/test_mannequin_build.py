@@ -215,3 +215,32 @@ def test_pose_stage_continues_from_given_weights(monkeypatch, tmp_path):
     assert "--init-from" not in calls[-1][1]  # from scratch by default
     with pytest.raises(SystemExit, match="one HigherHRNet"):
         build.main(["pose", "--init", "a", "--init", "b"])
+
+
+def test_world_stage_makes_the_pose_nets_extra_world_and_the_pose_stage_trains_on_both(monkeypatch, tmp_path):
+    build = _script("build_mannequin_models")
+    calls = []
+    monkeypatch.setattr(build, "_run", lambda name, argv: calls.append((name, argv)))
+    monkeypatch.setattr(build, "WORLD", tmp_path / "world")
+    monkeypatch.setattr(build, "EXTRA_WORLD", tmp_path / "extra")
+    assert build.main(["world", "--world-size", "20", "--extra-world-size", "30"]) == 0
+    (_, base), (_, extra) = calls
+    assert base[:8] == ["--out", str(tmp_path / "world"), "--n", "20", "--size", "128", "--seed", "0"]
+    assert extra[:10] == ["--out", str(tmp_path / "extra"), "--n", "30", "--size", "128", "--seed", "1"] + [
+        "--val-fraction",
+        "0",
+    ]
+    build.main(["world", "--extra-world-size", "0"])
+    assert len(calls) == 3 and calls[-1][1][1] == str(tmp_path / "world")  # no extra world asked for
+
+    build.main(["pose", "trainer.max_steps=5"])
+    assert not any(a.startswith("data.params.train.map_file") for a in calls[-1][1])  # no extra world on disk
+    for root in ("world", "extra"):
+        (tmp_path / root).mkdir()
+        (tmp_path / root / "mapping_file_training.json").write_text("[]")
+    build.main(["pose", "trainer.max_steps=5"])
+    maps = f"[{tmp_path / 'world' / 'mapping_file_training.json'},{tmp_path / 'extra' / 'mapping_file_training.json'}]"
+    assert f"data.params.train.map_file={maps}" in calls[-1][1] and calls[-1][1][-1] == "trainer.max_steps=5"
+    calls.clear()
+    build.main(["world"])
+    assert calls == []  # both worlds exist: nothing regenerated
