@@ -90,10 +90,10 @@ def _detector(checkpoint: Path) -> PoseEstimator:
     return PoseEstimator.from_checkpoint(checkpoint, config)
 
 
-def _shipped_vae():
-    """The VAE of the shipped base file (the one every tiny UNet decodes with)."""
+def _shipped_vae(path: Path = TINY / "base-tiny.safetensors"):
+    """The VAE of the shipped base file (the one every tiny UNet decodes with), or of another file."""
     vae = build_model(load_config(TINY_CONFIG)).vae
-    load_prefixed(vae, TINY / "base-tiny.safetensors", "first_stage_model.")
+    load_prefixed(vae, path, "first_stage_model.")
     return vae.eval()
 
 
@@ -137,6 +137,12 @@ def main(argv: list[str] | None = None) -> int:
         help="pose net that scores every row (its config is read from the file's metadata)",
     )
     p.add_argument("--no-roundtrip", action="store_true", help="skip the VAE round-trip (ceiling) row")
+    p.add_argument(
+        "--vae",
+        type=Path,
+        default=TINY / "base-tiny.safetensors",
+        help="VAE of the round-trip row: any file with first_stage_model.* keys (e.g. a retrained vae-tiny)",
+    )
     p.add_argument("--merge", nargs="+", type=Path, metavar="DIR", help="only combine earlier runs' tables")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -154,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     detector = _detector(args.pose_checkpoint).to(args.device)
     rows = {"real renders": _score(_real_set(records), detector)}
     if not args.no_roundtrip:
-        vae = _shipped_vae().to(args.device)
+        vae = _shipped_vae(args.vae).to(args.device)
         rows[ROUNDTRIP] = _score(_roundtrip_set(records, vae, args.outdir / "vae-roundtrip", args.device), detector)
         logger.info("%s: %s", ROUNDTRIP, rows[ROUNDTRIP])
     for mode in args.modes:
