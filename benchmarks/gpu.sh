@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# GPU benchmark suite for one CUDA GPU (issue #9). Steps 1 (without compile / half weights) and 3 ran once on an H100
+# GPU benchmark suite for one CUDA GPU (issue #9). The eager parts of `unet512` and `train512` ran once on an H100
 # (benchmarks/RESULTS.md); the rest has not run on a GPU yet.
 #
 #   bash benchmarks/gpu.sh                 # from the repository root, in the project's virtual environment
 #   PY=.venv/bin/python OUT_DIR=outputs/benchmarks/gpu STEP_TIMEOUT=300 bash benchmarks/gpu.sh
+#   STEPS="unet512_fast cuda_tests" bash benchmarks/gpu.sh     # only some steps, in this order
 #
-# Steps (each under `timeout $STEP_TIMEOUT`; a failed or timed-out step is reported and the suite goes on):
-#   1. UNet it/s at 512² (64² latent), batch 2 = batch 1 with CFG: ours eager, ours torch.compile, diffusers
-#      (same weights, outputs checked equal first), fp32 / bf16 / fp16 autocast, both UNets also with bf16-stored
-#      weights (autocast alone re-casts the fp32 weights on every call), peak allocated memory per UNet.
-#   2. End-to-end sampling at 512², 20 DDIM steps, SD-2.1-size HumanSD (random weights): s/image and peak memory,
-#      plain vs torch.compile vs bf16 (+channels-last) vs VAE tiling.
-#   3. Training step time and memory at 512²: plain vs heatmap-guided loss, bf16-mixed, random pose-net weights.
+# Steps, most wanted first (each under `timeout $STEP_TIMEOUT`; a failed or timed-out step is reported and the suite
+# goes on):
+#   unet512_fast  UNet steps/s at 512² (64² latent), batch 2 = batch 1 with CFG, bf16: ours vs diffusers (same
+#                 weights, fp32 outputs checked equal first), eager and torch.compile with CUDA graphs
+#                 (mode reduce-overhead), with fp32 weights under autocast and with bf16-stored weights.
+#   cuda_tests    tests/test_cuda.py (CUDA = CPU, bf16, SDPA kernels, compile, channels-last, VAE tiling, bf16-mixed
+#                 Lightning runs, one-GPU DDP).
+#   sampling512   end-to-end sampling at 512², 20 DDIM steps, SD-2.1-size HumanSD (random weights): s/image and
+#                 peak memory, plain vs torch.compile vs bf16 (+channels-last) vs VAE tiling.
+#   train512      training step time and memory at 512²: plain vs heatmap-guided loss, bf16-mixed, random pose net.
+#   unet512       the eager UNet table in fp32 / bf16 / fp16 autocast (measured once already).
 # Results: $OUT_DIR/*.log and *.json; copy the tables into benchmarks/RESULTS.md with the GPU's name.
 set -uo pipefail
 
@@ -38,17 +43,35 @@ run_step() {  # run_step NAME CMD... : run CMD with a timeout, log to $OUT_DIR/N
 }
 step() { local name=$1; shift; run_step "$name" "$PY" -m benchmarks "$@"; }
 
-step unet512 unet_vs_diffusers --device cuda --sizes 512 --dtypes fp32 bf16 fp16 --batch-size 2 \
-    --iters 20 --warmup 3 --threads 8 --compile --channels-last --weights-dtype bf16 --json "$OUT_DIR/unet512.json"
-step sampling512 sampling --full-size --device cuda --size 512 --steps 20 --iters 3 --threads 8 \
-    --variants plain compile bf16 bf16_channels_last vae_tiling --json "$OUT_DIR/sampling512.json"
-# train_step.py reports time only: this wrapper adds the CUDA allocator's peak (max over its loss variants).
-run_step train512 "$PY" -c 'import sys, torch
+unet512_fast() {
+    step unet512_fast unet_vs_diffusers --device cuda --sizes 512 --dtypes bf16 --batch-size 2 --iters 30 \
+        --warmup 3 --threads 8 --weights-dtype bf16 --compile --compile-diffusers --compile-mode reduce-overhead \
+        --json "$OUT_DIR/unet512_fast.json"
+}
+cuda_tests() { run_step cuda_tests "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py; }
+sampling512() {
+    step sampling512 sampling --full-size --device cuda --size 512 --steps 20 --iters 3 --threads 8 \
+        --variants plain compile bf16 bf16_channels_last vae_tiling --json "$OUT_DIR/sampling512.json"
+}
+train512() {  # train_step.py reports time only: this wrapper adds the CUDA allocator's peak (max over variants)
+    run_step train512 "$PY" -c 'import sys, torch
 from benchmarks.train_step import main
 rc = main(sys.argv[1:])
 print(f"peak CUDA memory allocated (max over variants): {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
 sys.exit(rc or 0)' --config configs/humansd/humansd-finetune.yaml --device cuda --precision bf16-mixed \
-    --random-pose-net --batch-size 1 --size 512 --steps 10 --warmup 3 --threads 8 --json "$OUT_DIR/train512.json"
+        --random-pose-net --batch-size 1 --size 512 --steps 10 --warmup 3 --threads 8 --json "$OUT_DIR/train512.json"
+}
+unet512() {
+    step unet512 unet_vs_diffusers --device cuda --sizes 512 --dtypes fp32 bf16 fp16 --batch-size 2 \
+        --iters 20 --warmup 3 --threads 8 --channels-last --json "$OUT_DIR/unet512.json"
+}
+
+for name in ${STEPS:-unet512_fast cuda_tests sampling512 train512 unet512}; do
+    case $name in
+        unet512_fast | cuda_tests | sampling512 | train512 | unet512) "$name" ;;
+        *) echo "!! unknown step $name"; failed=$((failed + 1)) ;;
+    esac
+done
 
 echo "== done: $failed step(s) failed; results in $OUT_DIR"
 exit "$failed"

@@ -39,3 +39,31 @@ def test_train_step_times_every_loss_variant(tmp_path):
     results = json.loads(out.read_text())["results"]
     assert set(results) == {"plain", "heatmap-reference", "heatmap-paper"}
     assert all(r["median_s"] > 0 for r in results.values())
+
+
+def test_unet_vs_diffusers_checks_equal_outputs_then_times_every_variant(tmp_path):
+    pytest.importorskip("diffusers")
+    from benchmarks import unet_vs_diffusers
+
+    out = tmp_path / "unet.json"
+    argv = ["--config", "configs/tiny/humansd-tiny.yaml", "--sizes", "64", "--dtypes", "fp32", "bf16"]
+    argv += ["--iters", "1", "--warmup", "0", "--weights-dtype", "bf16", "--prepack", "--json", str(out)]
+    assert unet_vs_diffusers.main(argv) == 0
+    fp32, bf16 = json.loads(out.read_text())["results"]
+    assert fp32["fp32_check"] <= 1e-4  # the same weights give the same outputs before anything is timed
+    assert {"ours_s", "diffusers_s", "ours_prepacked_s"} <= set(fp32) and "ours_bf16_weights_s" not in fp32
+    assert {"ours_bf16_weights_s", "diffusers_bf16_weights_s"} <= set(bf16)  # half weights: their dtype's row
+    assert bf16["ours_bf16_weights_max_abs_diff"] < 0.1  # bf16 rounding, not a different network
+
+
+@pytest.mark.slow
+def test_unet_vs_diffusers_compiles_the_half_weight_unets_too(tmp_path):
+    pytest.importorskip("diffusers")
+    from benchmarks import unet_vs_diffusers
+
+    out = tmp_path / "unet.json"
+    argv = ["--config", "configs/tiny/humansd-tiny.yaml", "--sizes", "64", "--dtypes", "bf16", "--iters", "1"]
+    argv += ["--warmup", "1", "--weights-dtype", "bf16", "--compile", "--compile-mode", "default", "--json", str(out)]
+    assert unet_vs_diffusers.main(argv) == 0
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["ours_compiled_max_abs_diff"] < 0.1 and row["ours_bf16_weights_compiled_max_abs_diff"] < 0.1
