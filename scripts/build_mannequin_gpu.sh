@@ -46,7 +46,7 @@ stamp "world ($WORLD_N images)"
 B world --world-size "$WORLD_N" --workers "${WORLD_WORKERS:-12}" || exit 1
 
 stamp "pose net (${POSE_MIN} min, ${POSE_STEPS} steps, batch $POSE_BATCH) and VAE (${VAE_MIN} min) side by side"
-# Continue from the shipped pose net (AP 0.592 after ~26 epochs) at a lower learning rate; POSE_INIT= (empty)
+# Continue from the shipped pose net (AP 0.667) at a lower learning rate; POSE_INIT= (empty)
 # trains from scratch with the config's schedule instead.
 POSE_INIT=${POSE_INIT-humansd_data/checkpoints/tiny/pose-tiny.safetensors}
 POSE_ARGS=()
