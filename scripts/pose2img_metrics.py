@@ -91,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     pose.add_argument("--detector-config", type=Path, help="HigherHRNet config YAML (default: w48 preset)")
     pose.add_argument("--detections", type=Path, help="reuse a detections.json of an earlier run instead")
     pose.add_argument("--cap-original-bug", action="store_true", help="reproduce the original CAP y-coordinate bug")
+    pose.add_argument(
+        "--pce-min-score",
+        type=float,
+        nargs="+",
+        default=[],
+        metavar="S",
+        help="also report PCE@S: PCE counting only detections with person score >= S (the original PCE stays)",
+    )
     quality = p.add_argument_group("quality metrics")
     quality.add_argument("--feature-net", choices=FEATURE_NETS, default="inception", help="'tiny' = tiny world only")
     quality.add_argument("--inception-weights", type=Path, help="pt_inception-2015-12-05-6726825d.pth (local)")
@@ -241,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             kid_subsets=args.kid_subsets,
             batch_size=args.batch_size,
             progress=True,
+            pce_min_scores=args.pce_min_score,
         )
         result = evaluate(eval_set, options=options, **resources)
     except (FileNotFoundError, ValueError) as err:

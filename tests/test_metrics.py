@@ -177,6 +177,31 @@ def test_pce_counts_images_without_gt():
     assert pce(samples) == pytest.approx((1 + 0 + 2 + 1) / 4)
 
 
+def test_pce_min_score_ignores_low_score_fragments_only():
+    samples = _samples()  # GT counts 2, 1, 0, 1; detections are the GT with score 0.9
+    samples[1].detections.append(_person(400, 100, score=0.05))  # a fragment next to a real person
+    samples[2].detections.append(_person(100, 100, score=0.1))  # a fragment on an empty image
+    samples[3].detections[0] = _copy(samples[3].gt[0], score=0.15)  # a real person the detector doubts
+    assert pce(samples) == pytest.approx((0 + 1 + 1 + 0) / 4)  # the original counts every detection
+    assert pce(samples, min_score=0.12) == pytest.approx(0.0)
+    assert pce(samples, min_score=0.2) == pytest.approx(1 / 4)  # the doubted person is now missed
+    with pytest.raises(ValueError, match="min_score"):
+        pce(samples, min_score=1.5)
+
+
+def test_evaluate_reports_the_thresholded_pce_next_to_the_original():
+    samples = _samples()
+    samples[2].detections.append(_person(100, 100, score=0.05))
+    with pytest.raises(ValueError, match="pce_min_scores"):
+        EvalOptions(pce_min_scores=(0.0,))
+    from ldm.metrics.evaluate import _pose_metrics, pce_name
+
+    out = _pose_metrics(samples, EvalOptions(metrics=("pose",), pce_min_scores=(0.2, 0.01)))
+    assert pce_name(0.2) == "PCE@0.2"
+    assert out["PCE"] == pytest.approx(0.25) and out["PCE@0.01"] == pytest.approx(0.25)
+    assert out["PCE@0.2"] == 0.0
+
+
 # ------------------------------------------------------------------------------------------------------------ FID / KID
 
 
@@ -427,9 +452,10 @@ def test_cli_tiny_quality_and_detections(tmp_path):
     out = tmp_path / "out"
     argv = ["--images", str(gen), "--mapping", str(mapping), "--metrics", "pose,quality", "--feature-net", "tiny"]
     argv += ["--detections", str(tmp_path / "dets.json"), "--outdir", str(out), "--kid-subset-size", "2"]
-    assert pose2img_metrics.main(argv) == 0
+    assert pose2img_metrics.main([*argv, "--pce-min-score", "0.5"]) == 0
     data = json.loads((out / "metrics.json").read_text())
     assert data["overall"]["metrics"]["AP"] == pytest.approx(1.0)
+    assert data["overall"]["metrics"]["PCE@0.5"] == data["overall"]["metrics"]["PCE"] == 0.0
     assert data["overall"]["counts"]["images"] == 4 and data["meta"]["missing_images"] == 1
     assert (out / "metrics.md").is_file() and (out / "metrics.csv").is_file()
 

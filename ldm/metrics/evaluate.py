@@ -70,6 +70,8 @@ class EvalOptions:
         kid_subsets: KID subsets.
         batch_size: images per feature / CLIP forward pass.
         progress: show a progress bar.
+        pce_min_scores: extra PCE figures that count only detections scoring at least this much, reported as
+            ``PCE@<score>`` next to the original ``PCE`` (see ldm/metrics/pce.py).
     """
 
     metrics: Sequence[str] = METRIC_GROUPS
@@ -78,6 +80,7 @@ class EvalOptions:
     kid_subsets: int = 100
     batch_size: int = 16
     progress: bool = False
+    pce_min_scores: Sequence[float] = ()
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.metrics) - set(METRIC_GROUPS))
@@ -85,6 +88,9 @@ class EvalOptions:
             raise ValueError(f"metrics must be a non-empty subset of {list(METRIC_GROUPS)}; got {list(self.metrics)}.")
         if self.kid_subset_size < 2 or self.kid_subsets < 1 or self.batch_size < 1:
             raise ValueError("kid_subset_size must be >= 2, kid_subsets >= 1 and batch_size >= 1.")
+        bad = [s for s in self.pce_min_scores if not 0.0 < s <= 1.0]
+        if bad:
+            raise ValueError(f"pce_min_scores must lie in (0, 1]; got {bad}.")
 
 
 @dataclass
@@ -261,7 +267,14 @@ def _pose_metrics(samples: list[PoseSample], options: EvalOptions) -> dict[str, 
     suffix = " (original y bug)" if options.cap_original_bug else ""
     out.update({f"{k}{suffix}": v for k, v in cap(samples, original_bug=options.cap_original_bug).items()})
     out["PCE"] = pce(samples)
+    for score in options.pce_min_scores:
+        out[pce_name(score)] = pce(samples, min_score=score)
     return out
+
+
+def pce_name(min_score: float) -> str:
+    """Metric name of the PCE that counts detections scoring >= `min_score` (e.g. ``PCE@0.2``)."""
+    return f"PCE@{min_score:g}"
 
 
 def _quality_metrics(
