@@ -2,7 +2,7 @@
 # Build the mannequin world's tiny models on one CUDA GPU (issue #5): the stages of build_mannequin_models.py with
 # GPU batch sizes, the ablation (3 loss modes x 3 seeds) trained as concurrent processes, then evaluated.
 #
-#   bash scripts/build_mannequin_gpu.sh                      # full build, ~9 min on one H100
+#   bash scripts/build_mannequin_gpu.sh                      # full build, ~12 min on one H100 (estimate)
 #   CALIBRATE=1 bash scripts/build_mannequin_gpu.sh          # ~2 min: every stage briefly, prints step rates
 #   ACCEL=cpu CALIBRATE=1 bash scripts/build_mannequin_gpu.sh  # dry run of the plumbing on a CPU
 #   SKIP_EVAL=1 ... / EVAL_ONLY=1 ...                        # train only / evaluate what was trained
@@ -25,12 +25,12 @@ if [ "$CALIBRATE" = 1 ]; then
     POSE_MIN=${POSE_MIN:-0.75} POSE_STEPS=${POSE_STEPS:-100000}
     VAE_MIN=${VAE_MIN:-0.75}
     UNET_MIN=${UNET_MIN:-0.75} UNET_STEPS=${UNET_STEPS:-100000}
-    EVAL_LIMIT=${EVAL_LIMIT:-10}
+    EVAL_LIMIT=${EVAL_LIMIT:-10} ROUNDTRIP_ARGS=(--roundtrip-limit 256)
 else
     POSE_MIN=${POSE_MIN:-2.5} POSE_STEPS=${POSE_STEPS:-6000}
     VAE_MIN=${VAE_MIN:-2.5}
     UNET_MIN=${UNET_MIN:-3.0} UNET_STEPS=${UNET_STEPS:-6000}
-    EVAL_LIMIT=${EVAL_LIMIT:-300}
+    EVAL_LIMIT=${EVAL_LIMIT:-300} ROUNDTRIP_ARGS=()
 fi
 POSE_BATCH=${POSE_BATCH:-64} VAE_BATCH=${VAE_BATCH:-64} UNET_BATCH=${UNET_BATCH:-64}
 UNET_LR=${UNET_LR:-1.0e-3} EVAL_STEPS=${EVAL_STEPS:-20}
@@ -45,9 +45,23 @@ if [ "${EVAL_ONLY:-0}" != 1 ]; then
 stamp "world ($WORLD_N images)"
 B world --world-size "$WORLD_N" --workers "${WORLD_WORKERS:-12}" || exit 1
 
-stamp "pose net (${POSE_MIN} min, ${POSE_STEPS} steps, batch $POSE_BATCH) and VAE (${VAE_MIN} min) side by side"
-# Continue from the shipped pose net (AP 0.667) at a lower learning rate; POSE_INIT= (empty)
-# trains from scratch with the config's schedule instead.
+stamp "VAE (${VAE_MIN} min, batch $VAE_BATCH)"
+# whole 128-px images (VAE_CROP=64 restores the crops the first build used; see configs/tiny/mannequin-vae-decoder.yaml)
+B vae --max-minutes "$VAE_MIN" data.batch_size="$VAE_BATCH" data.num_workers=4 training.crop_size="${VAE_CROP:-null}" \
+    >"$OUT_DIR/vae.log" 2>&1 || { echo "!! vae stage failed"; tail -30 "$OUT_DIR/vae.log"; exit 1; }
+grep -h "psnr\|PSNR\|Wrote" "$OUT_DIR/vae.log" | tail -3
+
+stamp "init (shared base file, scale factor)"
+B init >"$OUT_DIR/init.log" 2>&1 || { tail -30 "$OUT_DIR/init.log"; exit 1; }
+grep -h "scale" "$OUT_DIR/init.log"
+
+stamp "latent cache and VAE round trips (the training split through the new VAE)"
+B cache --device "$DEVICE" --workers "${WORLD_WORKERS:-12}" >"$OUT_DIR/cache.log" 2>&1 || { tail -30 "$OUT_DIR/cache.log"; exit 1; }
+B roundtrip --device "$DEVICE" --overwrite "${ROUNDTRIP_ARGS[@]}" >"$OUT_DIR/roundtrip.log" 2>&1 || { tail -30 "$OUT_DIR/roundtrip.log"; exit 1; }
+
+stamp "pose net (${POSE_MIN} min, ${POSE_STEPS} steps, batch $POSE_BATCH) on the worlds and the round trips"
+# Continue from the shipped pose net at a lower learning rate; POSE_INIT= (empty) trains from scratch with the
+# config's schedule instead.
 POSE_INIT=${POSE_INIT-humansd_data/checkpoints/tiny/pose-tiny.safetensors}
 POSE_ARGS=()
 if [ -n "$POSE_INIT" ] && [ -f "$POSE_INIT" ]; then
@@ -55,22 +69,9 @@ if [ -n "$POSE_INIT" ] && [ -f "$POSE_INIT" ]; then
 fi
 B pose "${POSE_ARGS[@]}" --max-minutes "$POSE_MIN" trainer.accelerator="$ACCEL" trainer.max_steps="$POSE_STEPS" \
     data.params.batch_size="$POSE_BATCH" data.params.num_workers=6 trainer.val_check_interval=1000000 \
-    trainer.limit_val_batches=5 model.params.warmup_steps=300 >"$OUT_DIR/pose.log" 2>&1 &
-pose_pid=$!
-# whole 128-px images (VAE_CROP=64 restores the crops the first build used; see configs/tiny/mannequin-vae-decoder.yaml)
-B vae --max-minutes "$VAE_MIN" data.batch_size="$VAE_BATCH" data.num_workers=4 training.crop_size="${VAE_CROP:-null}" \
-    >"$OUT_DIR/vae.log" 2>&1 &
-vae_pid=$!
-wait $pose_pid || { echo "!! pose stage failed"; tail -30 "$OUT_DIR/pose.log"; exit 1; }
-wait $vae_pid || { echo "!! vae stage failed"; tail -30 "$OUT_DIR/vae.log"; exit 1; }
-grep -h "Trained\|val AP\|psnr\|PSNR\|Wrote" "$OUT_DIR/pose.log" "$OUT_DIR/vae.log" | tail -6
-
-stamp "init (shared base file, scale factor)"
-B init >"$OUT_DIR/init.log" 2>&1 || { tail -30 "$OUT_DIR/init.log"; exit 1; }
-grep -h "scale" "$OUT_DIR/init.log"
-
-stamp "latent cache (the training split through the new VAE, both orientations)"
-B cache --device "$DEVICE" --workers "${WORLD_WORKERS:-12}" >"$OUT_DIR/cache.log" 2>&1 || { tail -30 "$OUT_DIR/cache.log"; exit 1; }
+    trainer.limit_val_batches=5 model.params.warmup_steps=300 >"$OUT_DIR/pose.log" 2>&1 \
+    || { echo "!! pose stage failed"; tail -30 "$OUT_DIR/pose.log"; exit 1; }
+grep -h "Trained\|val AP\|Wrote" "$OUT_DIR/pose.log" | tail -3
 
 stamp "UNets: modes [$MODES] x seeds [$SEEDS], ${UNET_STEPS} steps or ${UNET_MIN} min, batch $UNET_BATCH"
 pids=()

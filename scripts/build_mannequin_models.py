@@ -3,8 +3,12 @@
 Stages (run all with `all`, or one at a time):
     world   generate the dataset (scripts/make_mannequin_world.py) unless it exists, and a second, training-only
             one for the pose net (`--extra-world-size` images, seed 1; humansd_data/datasets/MannequinExtra)
-    pose    train the tiny HigherHRNet (scripts/train_pose.py) on the training splits of both worlds (the extra one
-            when present) -> humansd_data/checkpoints/tiny/pose-tiny.safetensors
+    roundtrip  the base world's training split encoded and decoded by the shipped VAE (after `init`;
+            scripts/make_vae_roundtrip_world.py) -> humansd_data/datasets/MannequinRoundTrip, so the pose net also
+            learns to read decoder output
+    pose    train the tiny HigherHRNet (scripts/train_pose.py) on the training splits of the worlds present: base,
+            extra, and the round trips (listed twice: a third of the samples) ->
+            humansd_data/checkpoints/tiny/pose-tiny.safetensors
     vae     train the tiny kl-f8 VAE (scripts/train_autoencoder.py) -> .../vae-tiny.safetensors
     decoder fine-tune that VAE's decoder on whole 128-px images with the encoder frozen, so the latents stay the
             same (configs/tiny/mannequin-vae-decoder.yaml) -> .../vae-tiny.safetensors
@@ -45,6 +49,7 @@ logger = logging.getLogger("build_mannequin_models")
 ROOT = Path(__file__).resolve().parents[1]
 WORLD = Path("humansd_data/datasets/Mannequin")
 EXTRA_WORLD = Path("humansd_data/datasets/MannequinExtra")  # more pose-net training images (no validation split)
+ROUNDTRIP_WORLD = Path("humansd_data/datasets/MannequinRoundTrip")  # VAE round trips of WORLD's training split
 TINY = Path("humansd_data/checkpoints/tiny")
 MODEL_CONFIG = Path("configs/tiny/mannequin-humansd.yaml")
 INIT = Path("logs/mannequin/init.safetensors")
@@ -88,10 +93,22 @@ def stage_pose(args: argparse.Namespace) -> None:
         argv += ["--init-from", str(args.init[0])]
     if args.max_minutes is not None:
         argv += ["--max-minutes", str(args.max_minutes)]
-    maps = [root / "mapping_file_training.json" for root in (WORLD, EXTRA_WORLD)]
-    if maps[1].is_file():
-        argv.append(f"data.params.train.map_file=[{maps[0]},{maps[1]}]")
+    maps = [WORLD / "mapping_file_training.json"]
+    maps += [p for p in [EXTRA_WORLD / "mapping_file_training.json"] if p.is_file()]
+    maps += 2 * [p for p in [ROUNDTRIP_WORLD / "mapping_file_training.json"] if p.is_file()]
+    if len(maps) > 1:
+        argv.append(f"data.params.train.map_file=[{','.join(map(str, maps))}]")
     _run("train_pose", argv + args.overrides)
+
+
+def stage_roundtrip(args: argparse.Namespace) -> None:
+    argv = ["--map-file", str(WORLD / "mapping_file_training.json"), "--out", str(ROUNDTRIP_WORLD)]
+    argv += ["--model-config", str(MODEL_CONFIG), "--ckpt", str(TINY / "base-tiny.safetensors")]
+    argv += ["--device", args.device] + (["--overwrite"] if args.overwrite else [])
+    _run(
+        "make_vae_roundtrip_world",
+        argv + ([] if args.roundtrip_limit is None else ["--limit", str(args.roundtrip_limit)]),
+    )
 
 
 def stage_vae(args: argparse.Namespace) -> None:
@@ -216,6 +233,7 @@ STAGES = {
     "decoder": stage_decoder,
     "init": stage_init,
     "cache": stage_cache,
+    "roundtrip": stage_roundtrip,
     "unet": stage_unet,
 }
 
@@ -232,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         "--extra-world-size", type=int, default=30000, help="training images of the pose net's extra world (0: none)"
     )
     parser.add_argument("--workers", type=int, default=1, help="processes generating the world / reading it (cache)")
-    parser.add_argument("--device", default="cpu", help="torch device of the `cache` stage's VAE")
+    parser.add_argument("--device", default="cpu", help="torch device of the `cache` and `roundtrip` stages' VAE")
     parser.add_argument(
         "--init",
         type=Path,
@@ -243,13 +261,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out-dir", type=Path, default=TINY, help="`unet`: where the UNet file is written")
     parser.add_argument("--no-ema", action="store_true", help="`unet`: train and export without EMA (fine-tuning)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="`roundtrip`: redo existing round trips (needed after a new VAE)"
+    )
+    parser.add_argument("--roundtrip-limit", type=int, help="`roundtrip`: first N training images only (quick runs)")
     parser.add_argument("overrides", nargs="*", default=[], help="dotted key=value overrides for the training script")
     args = parser.parse_intermixed_args(argv)
     if any("=" not in o for o in args.overrides):
         parser.error(f"overrides must be key=value; got {[o for o in args.overrides if '=' not in o]}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.stage == "all":
-        for stage in ("world", "pose", "vae", "decoder", "init", "cache"):
+        for stage in ("world", "vae", "decoder", "init", "cache", "roundtrip", "pose"):
             STAGES[stage](args)
         for mode in MODES:
             stage_unet(argparse.Namespace(**{**vars(args), "mode": mode}))

@@ -223,6 +223,7 @@ def test_world_stage_makes_the_pose_nets_extra_world_and_the_pose_stage_trains_o
     monkeypatch.setattr(build, "_run", lambda name, argv: calls.append((name, argv)))
     monkeypatch.setattr(build, "WORLD", tmp_path / "world")
     monkeypatch.setattr(build, "EXTRA_WORLD", tmp_path / "extra")
+    monkeypatch.setattr(build, "ROUNDTRIP_WORLD", tmp_path / "rt")
     assert build.main(["world", "--world-size", "20", "--extra-world-size", "30"]) == 0
     (_, base), (_, extra) = calls
     assert base[:8] == ["--out", str(tmp_path / "world"), "--n", "20", "--size", "128", "--seed", "0"]
@@ -241,6 +242,22 @@ def test_world_stage_makes_the_pose_nets_extra_world_and_the_pose_stage_trains_o
     build.main(["pose", "trainer.max_steps=5"])
     maps = f"[{tmp_path / 'world' / 'mapping_file_training.json'},{tmp_path / 'extra' / 'mapping_file_training.json'}]"
     assert f"data.params.train.map_file={maps}" in calls[-1][1] and calls[-1][1][-1] == "trainer.max_steps=5"
+    build.main(["roundtrip"])
+    name, argv = calls[-1]
+    assert name == "make_vae_roundtrip_world" and argv[:4] == [
+        "--map-file",
+        str(tmp_path / "world" / "mapping_file_training.json"),
+        "--out",
+        str(tmp_path / "rt"),
+    ]
+    assert "--overwrite" not in argv and "--limit" not in argv
+    build.main(["roundtrip", "--overwrite", "--roundtrip-limit", "7"])
+    assert calls[-1][1][-3:] == ["--overwrite", "--limit", "7"]
+    (tmp_path / "rt").mkdir()
+    (tmp_path / "rt" / "mapping_file_training.json").write_text("[]")
+    build.main(["pose"])
+    rt = tmp_path / "rt" / "mapping_file_training.json"
+    assert calls[-1][1][-1] == f"data.params.train.map_file={maps[:-1]},{rt},{rt}]"  # round trips: a third
     calls.clear()
     build.main(["world"])
     assert calls == []  # both worlds exist: nothing regenerated

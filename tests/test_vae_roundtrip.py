@@ -80,6 +80,13 @@ def test_existing_images_are_kept_unless_overwrite(data, tmp_path):
     assert np.asarray(Image.open(first))[0, 0].tolist() == [1, 2, 3]
     write_roundtrip_dataset(records, _vae(), out, batch_size=4, overwrite=True)
     assert np.asarray(Image.open(first))[0, 0].tolist() != [1, 2, 3]
+    other = _vae()
+    with torch.no_grad():
+        other.decoder.conv_out.bias.add_(0.1)  # another decoder: the kept images would be stale
+    with pytest.raises(ValueError, match="another VAE"):
+        write_roundtrip_dataset(records, other, out, batch_size=4)
+    write_roundtrip_dataset(records, other, out, batch_size=4, overwrite=True)
+    write_roundtrip_dataset(records, other, out, batch_size=4)  # now it is this VAE's folder
 
 
 def test_bad_arguments(data, tmp_path):

@@ -45,11 +45,12 @@ logger = logging.getLogger(__name__)
 FORMAT = "humansd-latent-cache/1"
 
 
-def vae_fingerprint(vae: AutoencoderKL) -> str:
-    """A short hash of the VAE encoder's weights (a cache made with another VAE is useless)."""
+def vae_fingerprint(vae: AutoencoderKL, prefixes: tuple[str, ...] = ("encoder.", "quant_conv.")) -> str:
+    """A short hash of the VAE's weights whose names start with `prefixes` (default: the encoder's; a cache made
+    with another encoder is useless). ``prefixes=("",)`` hashes the whole VAE."""
     digest = hashlib.sha256()
     for name, tensor in sorted(vae.state_dict().items()):
-        if name.startswith(("encoder.", "quant_conv.")):
+        if name.startswith(prefixes):
             digest.update(name.encode())
             digest.update(tensor.detach().to("cpu", torch.float32).numpy().tobytes())
     return digest.hexdigest()[:16]

@@ -21,9 +21,12 @@ import torch
 from PIL import Image
 
 from ldm.data.humansd import MappingRecord
+from ldm.data.latent_cache import vae_fingerprint
 from ldm.models.autoencoder import AutoencoderKL
 
 __all__ = ["roundtrip_images", "write_roundtrip_dataset"]
+
+INFO_FILE = "roundtrip.json"  # which VAE wrote the images
 
 logger = logging.getLogger(__name__)
 
@@ -68,14 +71,26 @@ def write_roundtrip_dataset(
     """Write the VAE round trips of `records` as a dataset in `out_dir` and return its mapping file.
 
     Images keep their relative path with a ``.png`` suffix; pose files are copied as they are; keys and prompts are
-    kept; images of one size share a VAE call. Existing images are kept unless
-    `overwrite`, so an interrupted run resumes where it stopped.
+    kept; images of one size share a VAE call. Existing images are kept unless `overwrite`, so an interrupted run
+    resumes where it stopped; ``roundtrip.json`` records a fingerprint of the VAE, and a folder written by another
+    VAE is an error unless `overwrite`.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
     if not records:
         raise ValueError("write_roundtrip_dataset: no records to write.")
     out_dir = Path(out_dir)
+    info = {"vae_fingerprint": vae_fingerprint(vae, prefixes=("",))}
+    info_path = out_dir / INFO_FILE
+    if info_path.is_file() and not overwrite:
+        written = json.loads(info_path.read_text(encoding="utf-8")).get("vae_fingerprint")
+        if written != info["vae_fingerprint"]:
+            raise ValueError(
+                f"{out_dir} holds round trips of another VAE (fingerprint {written}, this one "
+                f"{info['vae_fingerprint']}); pass overwrite=True (--overwrite) to redo them."
+            )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    info_path.write_text(json.dumps(info), encoding="utf-8")
     mapping = {}
     for batch in _batches(records, batch_size):
         targets = [out_dir / PurePosixPath(r.image).with_suffix(".png") for r in batch]
