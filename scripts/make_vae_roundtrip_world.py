@@ -7,6 +7,10 @@ Example (the mannequin world's training split through the shipped tiny VAE, ~10 
     python scripts/make_vae_roundtrip_world.py \\
         --map-file humansd_data/datasets/Mannequin/mapping_file_training.json \\
         --out humansd_data/datasets/MannequinRoundTrip --threads 1
+    python scripts/make_vae_roundtrip_world.py \\
+        --map-file humansd_data/datasets/Mannequin/mapping_file_validation.json \\
+        --annotations humansd_data/datasets/Mannequin/annotations/validation_coco.json \\
+        --out outputs/MannequinRoundTripVal      # then: scripts/eval_pose.py --data-root outputs/MannequinRoundTripVal
     python scripts/train_pose.py ... \\
         'data.params.train.map_file=[humansd_data/datasets/Mannequin/mapping_file_training.json,humansd_data/datasets/MannequinRoundTrip/mapping_file_training.json]'
 """
@@ -24,7 +28,7 @@ import torch
 from ldm.checkpoint import load_prefixed
 from ldm.config import load_config
 from ldm.data.humansd import read_mappings
-from ldm.data.vae_roundtrip import write_roundtrip_dataset
+from ldm.data.vae_roundtrip import roundtrip_coco, write_roundtrip_dataset
 from ldm.inference.loading import build_model
 
 logger = logging.getLogger("make_vae_roundtrip_world")
@@ -55,13 +59,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="torch device of the VAE")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--overwrite", action="store_true", help="redo images that already exist")
+    p.add_argument(
+        "--annotations",
+        type=Path,
+        help="COCO keypoint JSON of the source split: copied to OUT/annotations/ pointing at the round trips "
+        "(e.g. humansd_data/datasets/Mannequin/annotations/validation_coco.json, for scripts/eval_pose.py)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
     split = args.split or args.map_file.stem.removeprefix("mapping_file_")
     try:
-        for path in (args.model_config, args.map_file):
+        for path in (args.model_config, args.map_file, *([args.annotations] if args.annotations else [])):
             if not path.is_file():
                 raise FileNotFoundError(f"No such file: {path}")
         records = read_mappings(args.map_file)[: args.limit]
@@ -72,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         map_file = write_roundtrip_dataset(
             records, vae, args.out, split=split, batch_size=args.batch_size, overwrite=args.overwrite
         )
+        if args.annotations:
+            logger.info("Wrote %s.", roundtrip_coco(args.annotations, args.out))
     except (FileNotFoundError, ValueError) as err:
         print(f"make_vae_roundtrip_world: error: {err}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +118,23 @@ def test_script_writes_the_split_and_reports_missing_files(data, tmp_path, capsy
     assert "missing.json" in capsys.readouterr().err
     assert script.main([*args, "--ckpt", str(tmp_path / "nothing.safetensors")]) == 2
     assert "nothing.safetensors" in capsys.readouterr().err
+
+
+def test_roundtrip_coco_points_at_the_png_round_trips(tmp_path):
+    from ldm.data.vae_roundtrip import roundtrip_coco
+
+    coco = {
+        "images": [{"id": 3, "file_name": "images/a/b/000003.jpg", "width": 32, "height": 32}],
+        "annotations": [{"id": 1, "image_id": 3, "keypoints": [0] * 51}],
+        "categories": [{"id": 1, "name": "person"}],
+    }
+    src = tmp_path / "validation_coco.json"
+    src.write_text(json.dumps(coco))
+    out = roundtrip_coco(src, tmp_path / "rt")
+    assert out == tmp_path / "rt" / "annotations" / "validation_coco.json"
+    written = json.loads(out.read_text())
+    assert written["images"][0]["file_name"] == "images/a/b/000003.png"
+    assert written["annotations"] == coco["annotations"]
+    src.write_text("[]")
+    with pytest.raises(ValueError, match="not a COCO file"):
+        roundtrip_coco(src, tmp_path / "rt")

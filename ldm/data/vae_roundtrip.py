@@ -24,7 +24,7 @@ from ldm.data.humansd import MappingRecord
 from ldm.data.latent_cache import vae_fingerprint
 from ldm.models.autoencoder import AutoencoderKL
 
-__all__ = ["roundtrip_images", "write_roundtrip_dataset"]
+__all__ = ["roundtrip_coco", "roundtrip_images", "write_roundtrip_dataset"]
 
 INFO_FILE = "roundtrip.json"  # which VAE wrote the images
 
@@ -118,3 +118,18 @@ def write_roundtrip_dataset(
     map_file = out_dir / f"mapping_file_{split}.json"
     map_file.write_text(json.dumps(mapping, indent=1), encoding="utf-8")
     return map_file
+
+
+def roundtrip_coco(annotations: str | Path, out_dir: str | Path) -> Path:
+    """Copy a COCO keypoint file of the source dataset into `out_dir`/annotations/ with its images' ``file_name``
+    pointing at the round trips (``.png``), so COCO-based tools (``scripts/eval_pose.py``) score the round trips."""
+    annotations = Path(annotations)
+    data = json.loads(annotations.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise ValueError(f"{annotations} is not a COCO file (no 'images' list).")
+    for image in data["images"]:
+        image["file_name"] = PurePosixPath(image["file_name"]).with_suffix(".png").as_posix()
+    out = Path(out_dir) / "annotations" / annotations.name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data), encoding="utf-8")
+    return out
