@@ -1,14 +1,8 @@
 """Reproduce the embedded tiny models of the mannequin world from scratch, stage by stage, on CPU.
 
-Stages (run all with `all`, or one at a time):
+Stages (`all` runs them in this order; or one at a time):
     world   generate the dataset (scripts/make_mannequin_world.py) unless it exists, and a second, training-only
             one for the pose net (`--extra-world-size` images, seed 1; humansd_data/datasets/MannequinExtra)
-    roundtrip  the base world's training split encoded and decoded by the shipped VAE (after `init`;
-            scripts/make_vae_roundtrip_world.py) -> humansd_data/datasets/MannequinRoundTrip, so the pose net also
-            learns to read decoder output
-    pose    train the tiny HigherHRNet (scripts/train_pose.py) on the training splits of the worlds present: base,
-            extra, and the round trips (listed twice: a third of the samples) ->
-            humansd_data/checkpoints/tiny/pose-tiny.safetensors
     vae     train the tiny kl-f8 VAE (scripts/train_autoencoder.py) -> .../vae-tiny.safetensors
     decoder fine-tune that VAE's decoder on whole 128-px images with the encoder frozen, so the latents stay the
             same (configs/tiny/mannequin-vae-decoder.yaml) -> .../vae-tiny.safetensors
@@ -17,6 +11,12 @@ Stages (run all with `all`, or one at a time):
             logs/mannequin/init.safetensors, and reports the latent scale factor the VAE needs
     cache   encode the training split once with the trained VAE (both orientations) into a latent cache,
             humansd_data/datasets/Mannequin/latents-train.safetensors, which the UNet stages train on
+    roundtrip  the base world's training split encoded and decoded by the shipped VAE (after `init`;
+            scripts/make_vae_roundtrip_world.py) -> humansd_data/datasets/MannequinRoundTrip, so the pose net also
+            learns to read decoder output
+    pose    train the tiny HigherHRNet (scripts/train_pose.py) on the training splits of the worlds present: base,
+            extra, and the round trips (listed twice: a third of the samples) ->
+            humansd_data/checkpoints/tiny/pose-tiny.safetensors
     unet    train one tiny HumanSD UNet (`--mode plain|paper|reference`, scripts/train.py) and export its EMA UNet
             to .../humansd-tiny-<mode>.safetensors (UNet keys only, fp16)
 
@@ -104,11 +104,12 @@ def stage_pose(args: argparse.Namespace) -> None:
 def stage_roundtrip(args: argparse.Namespace) -> None:
     argv = ["--map-file", str(WORLD / "mapping_file_training.json"), "--out", str(ROUNDTRIP_WORLD)]
     argv += ["--model-config", str(MODEL_CONFIG), "--ckpt", str(TINY / "base-tiny.safetensors")]
-    argv += ["--device", args.device] + (["--overwrite"] if args.overwrite else [])
-    _run(
-        "make_vae_roundtrip_world",
-        argv + ([] if args.roundtrip_limit is None else ["--limit", str(args.roundtrip_limit)]),
-    )
+    argv += ["--device", args.device]
+    if args.overwrite:
+        argv.append("--overwrite")
+    if args.roundtrip_limit is not None:
+        argv += ["--limit", str(args.roundtrip_limit)]
+    _run("make_vae_roundtrip_world", argv)
 
 
 def stage_vae(args: argparse.Namespace) -> None:
