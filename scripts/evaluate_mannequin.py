@@ -121,8 +121,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modes", nargs="+", default=["plain", "paper", "reference"], help="UNets to evaluate")
     p.add_argument("--seeds", nargs="+", type=int, default=[23], help="training seeds (files *-s<seed> if != 23)")
     p.add_argument("--limit", type=int, default=150, help="validation entries")
+    p.add_argument(
+        "--offset",
+        type=int,
+        default=0,
+        help="first validation entry (e.g. tune sampler settings on entries the reported table does not use)",
+    )
     p.add_argument("--steps", type=int, default=25, help="DDIM steps")
     p.add_argument("--scale", type=float, default=3.0, help="guidance scale")
+    p.add_argument("--sampler", default="ddim", choices=["ddim", "plms", "dpmpp_2m"], help="sampler")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM noise")
     p.add_argument("--outdir", type=Path, default=Path("outputs/mannequin_eval"), help="output folder")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--device", default="cpu", help="torch device for generation and pose detection")
@@ -142,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--merge", nargs="+", type=Path, metavar="DIR", help="only combine earlier runs' tables")
     args = p.parse_args(argv)
+    if args.offset < 0 or args.limit < 1:
+        p.error(f"--offset must be >= 0 and --limit >= 1 (got {args.offset}, {args.limit})")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.merge:
         return merge(args.merge, args.outdir)
@@ -153,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    records = read_mappings(WORLD / "mapping_file_validation.json")[: args.limit]
+    records = read_mappings(WORLD / "mapping_file_validation.json")[args.offset : args.offset + args.limit]
+    if not records:
+        p.error(f"--offset {args.offset} is past the last validation entry")
     detector = _detector(args.pose_checkpoint).to(args.device)
     rows = {"real renders": _score(_real_set(records), detector)}
     if not args.no_roundtrip:
@@ -182,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
                 negative_prompt="",
                 num_inference_steps=args.steps,
                 guidance_scale=args.scale,
+                sampler=args.sampler,
+                eta=args.eta,
             )
             rows[f"{mode} (seed {seed})"] = _score(load_index(out), detector)
             logger.info("%s: %s in %.0f s", name, rows[f"{mode} (seed {seed})"], time.perf_counter() - start)

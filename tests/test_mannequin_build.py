@@ -279,3 +279,11 @@ def test_world_stage_makes_the_pose_nets_extra_world_and_the_pose_stage_trains_o
     calls.clear()
     build.main(["world"])
     assert calls == []  # both worlds exist: nothing regenerated
+
+
+@pytest.mark.parametrize("argv", [["--offset", "-1"], ["--limit", "0"]])
+def test_evaluate_rejects_a_negative_offset_or_an_empty_limit(argv, capsys):
+    evaluate = _script("evaluate_mannequin")
+    with pytest.raises(SystemExit) as exc:
+        evaluate.main(argv)
+    assert exc.value.code == 2 and "--offset must be >= 0 and --limit >= 1" in capsys.readouterr().err
