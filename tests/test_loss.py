@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ldm.config import load_config
-from ldm.diffusion.loss import HeatmapGuidedLoss, LossOutput, SimpleLoss, paper_weight_map
+from ldm.diffusion.loss import HeatmapGuidedLoss, LossOutput, SimpleLoss, min_snr_weight, paper_weight_map
+from ldm.diffusion.parameterization import Parameterization
 from ldm.diffusion.schedule import add_noise
 from ldm.inference.loading import build_model
 from ldm.models.latent_diffusion import LatentDiffusion
@@ -100,6 +101,37 @@ def test_simple_loss_is_plain_mse(model, batch) -> None:
     assert set(out.logs) == {"loss", "loss_simple", "loss_mse", "weight_mean"}
     torch.testing.assert_close(out.logs["loss_mse"], expected, rtol=1e-6, atol=0)
     assert out.logs["weight_mean"].item() == 1.0
+
+
+def test_min_snr_weight_values() -> None:
+    alpha = torch.tensor([0.5, 5 / 6, 0.99])  # SNR 1, 5, 99
+    torch.testing.assert_close(min_snr_weight(alpha, 5.0, Parameterization.EPS), torch.tensor([1.0, 1.0, 5 / 99]))
+    torch.testing.assert_close(min_snr_weight(alpha, 5.0, Parameterization.V), torch.tensor([0.5, 5 / 6, 5 / 100]))
+
+
+def test_min_snr_loss_scales_each_sample_by_its_timestep_weight(model, batch) -> None:
+    x0, cond = batch
+    with torch.no_grad():
+        out = SimpleLoss(snr_gamma=2.0)(model, x0, cond, generator=torch.Generator().manual_seed(1))
+        huge = SimpleLoss(snr_gamma=1e9)(model, x0, cond, generator=torch.Generator().manual_seed(1))
+    gen = torch.Generator().manual_seed(1)
+    t = torch.randint(0, 1000, (x0.shape[0],), generator=gen)
+    _, noise, pred = _replay(model, x0, cond, 1)
+    snr = model.alphas_cumprod[t].double() / (1 - model.alphas_cumprod[t].double())
+    per_sample = ((pred - noise) ** 2).mean(dim=(1, 2, 3))
+    assert (snr > 2.0).any() and (snr < 2.0).any()  # this draw has down-weighted and full-weight samples
+    expected = (per_sample * (snr.clamp(max=2.0) / snr).float()).mean()
+    torch.testing.assert_close(out.loss, expected, rtol=1e-6, atol=0)
+    assert out.loss.item() < F.mse_loss(pred, noise).item()
+    torch.testing.assert_close(huge.loss, F.mse_loss(pred, noise), rtol=1e-6, atol=0)  # gamma above every SNR
+
+
+@pytest.mark.parametrize("gamma", [0.0, -1.0, float("inf"), float("nan")])
+def test_min_snr_rejects_bad_gamma(gamma) -> None:
+    with pytest.raises(ValueError, match="snr_gamma must be a finite number > 0"):
+        SimpleLoss(snr_gamma=gamma)
+    with pytest.raises(ValueError, match="snr_gamma must be a finite number > 0"):
+        HeatmapGuidedLoss(InputHeatmaps(), snr_gamma=gamma)
 
 
 def test_loss_is_reproducible_from_the_generator_and_backpropagates_into_the_unet_only(model, batch) -> None:

@@ -102,10 +102,10 @@ def check_loss_files(cfg: LossConfig) -> None:
 def build_loss(cfg: LossConfig) -> DiffusionLoss:
     """``SimpleLoss`` when ``heatmap`` is null, else ``HeatmapGuidedLoss``."""
     if cfg.heatmap is None:
-        return SimpleLoss()
+        return SimpleLoss(snr_gamma=cfg.snr_gamma)
     h = cfg.heatmap
     estimator = build_pose_estimator(h.pose_estimator)
-    return HeatmapGuidedLoss(estimator, mode=h.mode, weight=h.weight, threshold=h.threshold)
+    return HeatmapGuidedLoss(estimator, mode=h.mode, weight=h.weight, threshold=h.threshold, snr_gamma=cfg.snr_gamma)
 
 
 def build_model(

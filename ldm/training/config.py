@@ -6,7 +6,7 @@ A training config has these top-level sections (``configs/humansd/humansd-finetu
     model_config: configs/...   # an inference config whose `model` node is used ...
     model: {target, params}     # ... or the model node itself (exactly one of the two)
     init: {checkpoint, expand_conv_in}          # weights to start from (SD-2.1 with the 4->8 input expansion)
-    loss: {heatmap: null | {mode, weight, threshold, pose_estimator: {config, checkpoint}}}
+    loss: {heatmap: null | {mode, weight, threshold, pose_estimator: {config, checkpoint}}, snr_gamma: null | float}
     module: {...}               # keyword arguments of LatentDiffusionModule (learning rate, EMA, trainable, ...)
     data: {target, params}      # a LightningDataModule (ldm.data.humansd.HumanPoseDataModule)
     lightning:
@@ -104,9 +104,14 @@ class HeatmapLossConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """``heatmap`` null: plain noise-prediction MSE; otherwise the heatmap-guided loss."""
+    """``heatmap`` null: plain noise-prediction MSE; otherwise the heatmap-guided loss.
+
+    ``snr_gamma``: Min-SNR-gamma timestep weighting of either loss (Hang et al. 2023; 5 is their value), null for
+    the uniform weighting of SD and HumanSD. Meant for training from scratch (the mannequin world's pre-training).
+    """
 
     heatmap: HeatmapLossConfig | None = None
+    snr_gamma: float | None = None
 
 
 @dataclass(frozen=True)
