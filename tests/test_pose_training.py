@@ -292,6 +292,40 @@ def test_evaluator_scores_perfect_detections_one(tmp_path: Path) -> None:
         CocoKeypointEvaluator(tmp_path / "gt.json").add("a.jpg", [], width=64, height=64)
 
 
+def test_evaluator_scores_each_area_range_on_its_own() -> None:
+    """A small person found and a large one missed: AP 1 in the small range, 0 in the large one, 1/2 overall."""
+    rng = np.random.default_rng(1)
+    small = np.concatenate([rng.uniform(10, 30, size=(NUM_KEYPOINTS, 2)), np.ones((NUM_KEYPOINTS, 1))], -1)
+    large = np.concatenate([rng.uniform(20, 120, size=(NUM_KEYPOINTS, 2)), np.ones((NUM_KEYPOINTS, 1))], -1)
+    evaluator = CocoKeypointEvaluator()
+    evaluator.add("a.jpg", [Person(small, score=0.9)], width=128, height=128, keypoints=np.stack([small, large]))
+    assert evaluator.compute().ap == pytest.approx(0.5, abs=0.02)
+    assert evaluator.compute(area_range=(0, 1000)).ap == pytest.approx(1.0)
+    assert evaluator.compute(area_range=(1000, float("inf"))).ap == pytest.approx(0.0)
+    assert evaluator.compute(area_range=(1e6, 2e6)).ap == -1.0  # no ground truth in the range
+    with pytest.raises(ValueError, match="0 <= lo < hi"):
+        evaluator.compute(area_range=(10, 5))
+
+
+def test_decoder_settings_change_with_type_checks() -> None:
+    from ldm.pose.bottom_up import BottomUpConfig
+
+    base = BottomUpConfig()
+    changed = base.with_changes({"nms_kernel": 3, "nms_padding": 1, "tag_threshold": 2, "flip_test": False})
+    assert (changed.nms_kernel, changed.nms_padding, changed.flip_test) == (3, 1, False)
+    assert changed.tag_threshold == 2.0 and isinstance(changed.tag_threshold, float)
+    assert base.nms_kernel == 5  # a copy
+    for bad, match in [
+        ({"nms_kernl": 3}, "Unknown decoder setting"),
+        ({"nms_kernel": "3"}, "must be int"),
+        ({"flip_test": 1}, "must be bool"),
+        ({"nms_kernel": True}, "must be int"),
+        ({"nms_kernel": 3, "nms_padding": 2}, "nms_padding must be in"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            base.with_changes(bad)
+
+
 def test_lr_schedules() -> None:
     cosine = PoseNetModule("tiny", warmup_steps=10, min_lr_ratio=0.01)
     assert cosine.lr_factor(0, 100) == pytest.approx(0.1)
@@ -403,3 +437,30 @@ def test_script_continues_from_trained_weights(tiny_dataset: Path, tmp_path: Pat
     assert "does not match HigherHRNet" in capsys.readouterr().err
     assert train_pose.main([*argv, "--init-from", str(tmp_path / "missing.safetensors")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_eval_pose_cli_by_area_and_decoder_settings(tmp_path: Path, capsys) -> None:
+    import importlib.util
+
+    from ldm.data.mannequin.world import write_mannequin_world
+
+    shipped = REPO / "humansd_data/checkpoints/tiny/pose-tiny.safetensors"
+    spec = importlib.util.spec_from_file_location("eval_pose", REPO / "scripts/eval_pose.py")
+    eval_pose = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(eval_pose)
+    write_mannequin_world(tmp_path / "w", 8, size=128, seed=3, val_fraction=0.5)
+    common = ["--checkpoint", str(shipped), "--data-root", str(tmp_path / "w"), "--num-threads", "1"]
+    assert (
+        eval_pose.main([*common, "--area-bins", "800", "--test", "flip_test=false", "nms_kernel=3", "nms_padding=1"])
+        == 0
+    )
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert len(lines) == 3 and 0 <= lines[0]["ap"] <= 1
+    assert [line["area"] for line in lines[1:]] == [[0.0, 800.0], [800.0, None]]
+    for argv, message in [
+        (["--test", "flip_test"], "KEY=VALUE"),
+        (["--test", "nms_kernel=x"], "must be int"),
+        (["--area-bins", "0"], "increasing and > 0"),
+    ]:
+        assert eval_pose.main([*common, *argv]) == 2
+        assert message in capsys.readouterr().err

@@ -184,6 +184,7 @@ def run_coco_eval(
     *,
     sigmas: Sequence[float] = COCO_OKS_SIGMAS,
     max_dets: int = MAX_DETS,
+    area_range: tuple[float, float] | None = None,
 ) -> dict[str, float | None]:
     """Configure (OKS sigmas, maxDets, all images), run and summarise a keypoint ``COCOeval``.
 
@@ -192,6 +193,9 @@ def run_coco_eval(
         prefix: text put before each metric name ("C" turns "AP" into "CAP").
         sigmas: per-joint OKS sigmas (COCO-17 by default).
         max_dets: detections scored per image, highest score first (COCO: 20).
+        area_range: ``(lo, hi)`` object areas (px²) the summary covers instead of all (COCOeval's rule: ground
+            truth outside the range is ignored, unmatched detections outside it are not counted). The AP(M) /
+            AP(L) figures are then None.
 
     Returns:
         ``{"AP": ..., "AP50": ..., ..., "AR(L)": ...}``; a figure is None where COCOeval reports -1 (no ground
@@ -201,6 +205,11 @@ def run_coco_eval(
     params.kpt_oks_sigmas = np.asarray(sigmas, dtype=np.float64)
     params.maxDets = [int(max_dets)]
     params.imgIds = sorted(evaluator.cocoGt.getImgIds())
+    if area_range is not None:
+        lo, hi = (float(v) for v in area_range)
+        if not 0 <= lo < hi:
+            raise ValueError(f"area_range must be (lo, hi) with 0 <= lo < hi; got {area_range}.")
+        params.areaRng, params.areaRngLbl = [[lo, hi]], ["all"]  # summarize() reads the range labelled "all"
     with silenced():
         evaluator.evaluate()
         evaluator.accumulate()

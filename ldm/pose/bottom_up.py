@@ -43,10 +43,11 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -120,6 +121,28 @@ class BottomUpConfig:
             raise ValueError(
                 f"BottomUpConfig.input_size must be >= size_divisor ({self.size_divisor}); got {self.input_size}."
             )
+
+    def with_changes(self, changes: Mapping[str, Any]) -> BottomUpConfig:
+        """A copy with some fields changed (e.g. parsed ``key=value`` options), type-checked and validated.
+
+        Raises:
+            ValueError: an unknown field (the message lists the valid ones), a value of the wrong type (ints are
+                accepted for float fields), or an invalid combination (``__post_init__``).
+        """
+        valid = [f.name for f in dataclasses.fields(self)]
+        unknown = sorted(set(changes) - set(valid))
+        if unknown:
+            raise ValueError(f"Unknown decoder setting(s) {unknown}; valid ones are {valid}.")
+        for key, value in changes.items():
+            kind = type(getattr(self, key))
+            ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                ok = True
+            if not ok:
+                raise ValueError(f"Decoder setting {key} must be {kind.__name__}; got {value!r}.")
+        return dataclasses.replace(
+            self, **{k: (float(v) if type(getattr(self, k)) is float else v) for k, v in changes.items()}
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from ldm.pose.keypoints import COCO_OKS_SIGMAS, NUM_KEYPOINTS, Person
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CocoKeypointEvaluator", "KeypointAP", "evaluate_detector"]
+__all__ = ["CocoKeypointEvaluator", "KeypointAP", "collect_detections", "evaluate_detector"]
 
 COCO_MAX_DETS = 20
 _STAT_NAMES = ("ap", "ap50", "ap75", "ap_medium", "ap_large", "ar", "ar50", "ar75", "ar_medium", "ar_large")
@@ -156,8 +156,11 @@ class CocoKeypointEvaluator:
                 }
             )
 
-    def compute(self) -> KeypointAP:
+    def compute(self, area_range: tuple[float, float] | None = None) -> KeypointAP:
         """COCO keypoint AP over the images added since the last :meth:`reset`.
+
+        Args:
+            area_range: only persons whose area (px²) is in ``[lo, hi)`` (COCOeval's area-range rule); None = all.
 
         Returns:
             :class:`KeypointAP`; all zeros when nothing was detected (pycocotools cannot score an empty result).
@@ -177,7 +180,9 @@ class CocoKeypointEvaluator:
         gt = coco_from_dataset({"images": self._images, "annotations": annotations, "categories": categories})
         with silenced():  # loadRes prints its progress
             results = gt.loadRes(self._detections)
-        stats = run_coco_eval(COCOeval(gt, results, "keypoints"), sigmas=self.sigmas, max_dets=self.max_dets)
+        stats = run_coco_eval(
+            COCOeval(gt, results, "keypoints"), sigmas=self.sigmas, max_dets=self.max_dets, area_range=area_range
+        )
         values = [-1.0 if v is None else v for v in stats.values()]  # COCOeval's -1: no ground truth in that range
         return KeypointAP(*values, num_images=len(self._images), num_detections=len(self._detections))
 
@@ -200,14 +205,14 @@ def _annotations_from_keypoints(keypoints: np.ndarray, image_id: int) -> list[di
     return out
 
 
-def evaluate_detector(
+def collect_detections(
     detector: PoseDetector,
     annotations: str | Path,
     image_root: str | Path,
     *,
     max_images: int | None = None,
-) -> KeypointAP:
-    """COCO keypoint AP of a detector on the images listed in a COCO keypoint file.
+) -> CocoKeypointEvaluator:
+    """Run a detector on the images listed in a COCO keypoint file; score later with ``compute(...)``.
 
     Args:
         detector: anything with ``detect(image) -> list[Person]`` (e.g. ``PoseEstimator.from_checkpoint(...)``).
@@ -216,11 +221,23 @@ def evaluate_detector(
         max_images: evaluate only the first images (for smoke tests); None = all.
 
     Returns:
-        :class:`KeypointAP` over the evaluated images.
+        The filled :class:`CocoKeypointEvaluator` (e.g. ``.compute()``, ``.compute(area_range=(0, 800))``).
     """
     evaluator = CocoKeypointEvaluator(annotations)
     images = evaluator.images[:max_images] if max_images is not None else evaluator.images
     for image in images:
         persons = detector.detect(Path(image_root) / image["file_name"])
         evaluator.add(image["file_name"], persons, width=image["width"], height=image["height"])
-    return evaluator.compute()
+    return evaluator
+
+
+def evaluate_detector(
+    detector: PoseDetector,
+    annotations: str | Path,
+    image_root: str | Path,
+    *,
+    max_images: int | None = None,
+) -> KeypointAP:
+    """COCO keypoint AP of a detector on the images listed in a COCO keypoint file (arguments as
+    :func:`collect_detections`)."""
+    return collect_detections(detector, annotations, image_root, max_images=max_images).compute()
