@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=[],
         metavar="PX2",
-        help="also score persons by area (px²): bins [0, b1), [b1, b2), ..., [bn, inf), one JSON line each",
+        help="also score persons by area (px²) in the ranges 0-b1, b1-b2, ..., bn-inf (COCOeval: edges inclusive), "
+        "one JSON line each",
     )
     p.add_argument(
         "--test",
@@ -84,10 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - start
     logger.info("%d images, %d detections in %.1f s", result.num_images, result.num_detections, seconds)
     print(json.dumps({k: round(v, 4) for k, v in result.as_dict().items()}))
-    if args.area_bins:
-        for (lo, hi), ap in by_area.items():
-            figures = {k: round(v, 4) for k, v in ap.as_dict().items() if k in ("ap", "ap50", "ap75", "ar")}
-            print(json.dumps({"area": [lo, None if hi == float("inf") else hi], **figures}))
+    for (lo, hi), ap in by_area.items():
+        figures = {k: round(v, 4) for k, v in ap.as_dict().items() if k in ("ap", "ap50", "ap75", "ar")}
+        print(json.dumps({"area": [lo, None if hi == float("inf") else hi], **figures}))
     return 0
 
 

@@ -135,10 +135,8 @@ class BottomUpConfig:
             raise ValueError(f"Unknown decoder setting(s) {unknown}; valid ones are {valid}.")
         for key, value in changes.items():
             kind = type(getattr(self, key))
-            ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
-            if kind is float and isinstance(value, int) and not isinstance(value, bool):
-                ok = True
-            if not ok:
+            allowed = (int, float) if kind is float else kind
+            if isinstance(value, bool) is not (kind is bool) or not isinstance(value, allowed):
                 raise ValueError(f"Decoder setting {key} must be {kind.__name__}; got {value!r}.")
         return dataclasses.replace(
             self, **{k: (float(v) if type(getattr(self, k)) is float else v) for k, v in changes.items()}

@@ -160,7 +160,8 @@ class CocoKeypointEvaluator:
         """COCO keypoint AP over the images added since the last :meth:`reset`.
 
         Args:
-            area_range: only persons whose area (px²) is in ``[lo, hi)`` (COCOeval's area-range rule); None = all.
+            area_range: only persons with lo <= area (px²) <= hi (COCOeval's inclusive rule: one exactly on an
+                edge counts in both neighbouring ranges); None = all.
 
         Returns:
             :class:`KeypointAP`; all zeros when nothing was detected (pycocotools cannot score an empty result).
