@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="decoder settings that replace the config's `test` ones (e.g. nms_kernel=3 nms_padding=1 flip_test=false)",
     )
+    p.add_argument(
+        "--errors",
+        action="store_true",
+        help="also print a keypoint error diagnosis (Ronchi & Perona 2017): joints that are good / jitter / "
+        "inversion (left-right) / swap (another person's) / miss, and the AP with each error type corrected",
+    )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level")
     return p
 
@@ -79,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluator.compute()
         pairs = zip(edges, edges[1:]) if args.area_bins else ()
         by_area = {(lo, hi): evaluator.compute(area_range=(lo, hi)) for lo, hi in pairs}
+        errors = evaluator.error_analysis() if args.errors else None
     except (ValueError, FileNotFoundError) as err:
         print(f"eval_pose: error: {err}", file=sys.stderr)
         return 2
@@ -88,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     for (lo, hi), ap in by_area.items():
         figures = {k: round(v, 4) for k, v in ap.as_dict().items() if k in ("ap", "ap50", "ap75", "ar")}
         print(json.dumps({"area": [lo, None if hi == float("inf") else hi], **figures}))
+    if errors is not None:
+        print(json.dumps({"errors": errors.as_dict()}))
     return 0
 
 

@@ -44,6 +44,7 @@ from ldm.inference.pipeline import PoseToImagePipeline
 from ldm.metrics.color_adherence import mean_adherence
 from ldm.metrics.evaluate import EvalOptions, evaluate, pce_name
 from ldm.metrics.inputs import EvalItem, EvalSet, load_index
+from ldm.metrics.pose_errors import ERROR_METRIC_NAMES
 from ldm.pose.convert import rescale_pose
 from ldm.pose.estimator import PoseEstimator
 from ldm.pose.io import load_pose
@@ -69,13 +70,15 @@ def _adherence(eval_set: EvalSet) -> dict[str, float]:
     return mean_adherence(images, captions, poses)
 
 
-def _score(eval_set: EvalSet, detector: PoseEstimator) -> dict[str, float]:
-    options = EvalOptions(metrics=("pose",), pce_min_scores=(PCE_MIN_SCORE,))
+def _score(eval_set: EvalSet, detector: PoseEstimator, errors: bool = False) -> dict[str, float]:
+    options = EvalOptions(metrics=("pose",), pce_min_scores=(PCE_MIN_SCORE,), pose_errors=errors)
     result = evaluate(eval_set, detector=detector, options=options)
     m = result.overall.metrics
     adherence = _adherence(eval_set)
     row = {"images": result.overall.counts.get("images", len(eval_set.items))}
     row.update({key: m.get(key) for key in METRICS if key != "adherence"})
+    if errors:
+        row.update({key: m.get(key) for key in ERROR_METRIC_NAMES})
     row["adherence"] = adherence["score"]
     return row
 
@@ -148,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
         default=TINY / "base-tiny.safetensors",
         help="VAE of the round-trip row: any file with first_stage_model.* keys (e.g. a retrained vae-tiny)",
     )
+    p.add_argument(
+        "--errors",
+        action="store_true",
+        help="add the keypoint error diagnosis per row (share of joints inverted left/right, missed, ...; AP with "
+        "each error type corrected) to ablation.json and a second table",
+    )
     p.add_argument("--merge", nargs="+", type=Path, metavar="DIR", help="only combine earlier runs' tables")
     args = p.parse_args(argv)
     if args.offset < 0 or args.limit < 1:
@@ -167,10 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     if not records:
         p.error(f"--offset {args.offset} is past the last validation entry")
     detector = _detector(args.pose_checkpoint).to(args.device)
-    rows = {"real renders": _score(_real_set(records), detector)}
+    rows = {"real renders": _score(_real_set(records), detector, args.errors)}
     if not args.no_roundtrip:
         vae = _shipped_vae(args.vae).to(args.device)
-        rows[ROUNDTRIP] = _score(_roundtrip_set(records, vae, args.outdir / "vae-roundtrip", args.device), detector)
+        rows[ROUNDTRIP] = _score(
+            _roundtrip_set(records, vae, args.outdir / "vae-roundtrip", args.device), detector, args.errors
+        )
         logger.info("%s: %s", ROUNDTRIP, rows[ROUNDTRIP])
     for mode in args.modes:
         for seed in args.seeds:
@@ -197,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                 sampler=args.sampler,
                 eta=args.eta,
             )
-            rows[f"{mode} (seed {seed})"] = _score(load_index(out), detector)
+            rows[f"{mode} (seed {seed})"] = _score(load_index(out), detector, args.errors)
             logger.info("%s: %s in %.0f s", name, rows[f"{mode} (seed {seed})"], time.perf_counter() - start)
     _write_tables(rows, args.outdir)
     return 0
@@ -209,6 +220,8 @@ PCE_MIN_SCORE = 0.2
 METRICS = ("AP", "AP50", "PCE", pce_name(PCE_MIN_SCORE), "adherence")
 HEADER = f"pose AP | AP50 | PCE | PCE (score >= {PCE_MIN_SCORE:g}) | caption adherence |"
 RULE = "|---|---|---|---|---|---|---|"
+# Columns of the error-diagnosis table (--errors): shares of labelled joints, AP with errors corrected.
+ERROR_TABLE = ("joints good", "joints jitter", "joints inversion", "joints miss", "AP fixed inversion", "AP fixed all")
 
 
 def summarize(rows: dict[str, dict]) -> dict[str, dict]:
@@ -247,6 +260,12 @@ def _write_tables(rows: dict[str, dict], outdir: Path) -> None:
                 fmt(e[k]) + ("" if e[f"{k}_std"] is None else f" ± {e[f'{k}_std']:.3f}") for k in METRICS
             )
             lines.append(f"| {mode} | {e['seeds']} | {cells} |")
+    diagnosed = {name: r for name, r in rows.items() if r.get(ERROR_TABLE[0]) is not None}
+    if diagnosed:
+        lines += ["", "| model | " + " | ".join(ERROR_TABLE) + " |", "|---|" + "---|" * len(ERROR_TABLE)]
+        lines += [
+            f"| {name} | " + " | ".join(fmt(r.get(k)) for k in ERROR_TABLE) + " |" for name, r in diagnosed.items()
+        ]
     (outdir / "ablation.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

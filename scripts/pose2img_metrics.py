@@ -90,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     pose.add_argument("--detector-ckpt", type=Path, help="HigherHRNet weights (default: W48, else the tiny world's)")
     pose.add_argument("--detector-config", type=Path, help="HigherHRNet config YAML (default: w48 preset)")
     pose.add_argument("--detections", type=Path, help="reuse a detections.json of an earlier run instead")
+    pose.add_argument(
+        "--pose-errors",
+        action="store_true",
+        help="add a keypoint error diagnosis: shares of joints good / jitter / inversion / swap / miss, AP per fix",
+    )
     pose.add_argument("--cap-original-bug", action="store_true", help="reproduce the original CAP y-coordinate bug")
     pose.add_argument(
         "--pce-min-score",
@@ -245,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         options = EvalOptions(
             metrics=groups,
             cap_original_bug=args.cap_original_bug,
+            pose_errors=args.pose_errors,
             kid_subset_size=args.kid_subset_size,
             kid_subsets=args.kid_subsets,
             batch_size=args.batch_size,

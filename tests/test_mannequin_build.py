@@ -287,3 +287,18 @@ def test_evaluate_rejects_a_negative_offset_or_an_empty_limit(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         evaluate.main(argv)
     assert exc.value.code == 2 and "--offset must be >= 0 and --limit >= 1" in capsys.readouterr().err
+
+
+def test_error_diagnosis_rows_get_their_own_table(tmp_path):
+    evaluate = _script("evaluate_mannequin")
+    diagnosed = {**_row(0.2, 1.0), **dict.fromkeys(evaluate.ERROR_METRIC_NAMES, 0.25), "joints inversion": 0.125}
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "ablation.json").write_text(
+        json.dumps({"rows": {"real renders": _row(0.9, 0.1), "paper (seed 23)": diagnosed}})
+    )
+    assert evaluate.main(["--merge", str(run), "--outdir", str(tmp_path / "out")]) == 0
+    table = (tmp_path / "out" / "ablation.md").read_text()
+    assert "| model | joints good | joints jitter | joints inversion |" in table
+    assert "| paper (seed 23) | 0.250 | 0.250 | 0.125 | 0.250 |" in table
+    assert table.count("| real renders |") == 1  # undiagnosed: in the main table only

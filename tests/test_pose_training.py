@@ -451,12 +451,16 @@ def test_eval_pose_cli_by_area_and_decoder_settings(tmp_path: Path, capsys) -> N
     write_mannequin_world(tmp_path / "w", 8, size=128, seed=3, val_fraction=0.5)
     common = ["--checkpoint", str(shipped), "--data-root", str(tmp_path / "w"), "--num-threads", "1"]
     assert (
-        eval_pose.main([*common, "--area-bins", "800", "--test", "flip_test=false", "nms_kernel=3", "nms_padding=1"])
+        eval_pose.main(
+            [*common, "--area-bins", "800", "--errors", "--test", "flip_test=false", "nms_kernel=3", "nms_padding=1"]
+        )
         == 0
     )
     lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
-    assert len(lines) == 3 and 0 <= lines[0]["ap"] <= 1
-    assert [line["area"] for line in lines[1:]] == [[0.0, 800.0], [800.0, None]]
+    assert len(lines) == 4 and 0 <= lines[0]["ap"] <= 1
+    assert [line["area"] for line in lines[1:3]] == [[0.0, 800.0], [800.0, None]]
+    errors = lines[3]["errors"]
+    assert errors["ap"] == pytest.approx(lines[0]["ap"], abs=1e-4) and sum(errors["joint_counts"].values()) > 0
     for argv, message in [
         (["--test", "flip_test"], "KEY=VALUE"),
         (["--test", "nms_kernel=x"], "must be int"),

@@ -36,6 +36,7 @@ from ldm.metrics.fid import extract_features, frechet_distance, kernel_distance
 from ldm.metrics.inputs import EvalItem, EvalSet
 from ldm.metrics.pce import pce
 from ldm.metrics.pose_ap import PoseSample, gt_persons, pose_ap
+from ldm.metrics.pose_errors import pose_error_metrics
 from ldm.metrics.report import csv_table, run_markdown
 from ldm.pose.convert import rescale_pose
 from ldm.pose.estimator import PoseDetector
@@ -72,6 +73,8 @@ class EvalOptions:
         progress: show a progress bar.
         pce_min_scores: extra PCE figures that count only detections scoring at least this much, reported as
             ``PCE@<score>`` next to the original ``PCE`` (see ldm/metrics/pce.py).
+        pose_errors: add the keypoint error diagnosis of the pose group (``joints inversion``, ``AP fixed
+            inversion``, ...; ldm/metrics/pose_errors.py).
     """
 
     metrics: Sequence[str] = METRIC_GROUPS
@@ -81,6 +84,7 @@ class EvalOptions:
     batch_size: int = 16
     progress: bool = False
     pce_min_scores: Sequence[float] = ()
+    pose_errors: bool = False
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.metrics) - set(METRIC_GROUPS))
@@ -269,6 +273,8 @@ def _pose_metrics(samples: list[PoseSample], options: EvalOptions) -> dict[str, 
     out["PCE"] = pce(samples)
     for score in options.pce_min_scores:
         out[pce_name(score)] = pce(samples, min_score=score)
+    if options.pose_errors:
+        out.update(pose_error_metrics(samples))
     return out
 
 

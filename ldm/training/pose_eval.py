@@ -19,11 +19,14 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from ldm.metrics.pose_ap import coco_from_dataset, gt_annotation, run_coco_eval, silenced
+from ldm.metrics.pose_errors import KeypointErrorReport, analyze_keypoint_errors
 from ldm.pose.estimator import PoseDetector
 from ldm.pose.keypoints import COCO_OKS_SIGMAS, NUM_KEYPOINTS, Person
 
@@ -166,6 +169,34 @@ class CocoKeypointEvaluator:
         Returns:
             :class:`KeypointAP`; all zeros when nothing was detected (pycocotools cannot score an empty result).
         """
+        if not self._detections:
+            if not self._images:
+                raise ValueError("No image was added to the evaluator; nothing to compute.")
+            logger.warning("No person detected on %d images: AP = 0.", len(self._images))
+            return KeypointAP(*([0.0] * len(_STAT_NAMES)), num_images=len(self._images), num_detections=0)
+        gt, results = self._coco_pair()
+        stats = run_coco_eval(
+            COCOeval(gt, results, "keypoints"), sigmas=self.sigmas, max_dets=self.max_dets, area_range=area_range
+        )
+        values = [-1.0 if v is None else v for v in stats.values()]  # COCOeval's -1: no ground truth in that range
+        return KeypointAP(*values, num_images=len(self._images), num_detections=len(self._detections))
+
+    def error_analysis(self, **options: Any) -> KeypointErrorReport:
+        """Keypoint error diagnosis (good / jitter / inversion / swap / miss and the AP each costs).
+
+        Args:
+            options: keyword arguments of :func:`ldm.metrics.pose_errors.analyze_keypoint_errors` (thresholds).
+
+        Raises:
+            ValueError: no image added, or nothing detected (there is no error to classify).
+        """
+        if self._images and not self._detections:
+            raise ValueError(f"No person detected on {len(self._images)} images: there is no error to analyse.")
+        gt, results = self._coco_pair()
+        return analyze_keypoint_errors(gt, results, sigmas=self.sigmas, max_dets=self.max_dets, **options)
+
+    def _coco_pair(self) -> tuple[COCO, COCO]:
+        """Ground truth and detections of the added images as pycocotools objects."""
         if not self._images:
             raise ValueError("No image was added to the evaluator; nothing to compute.")
         ids = {im["id"] for im in self._images}
@@ -175,17 +206,10 @@ class CocoKeypointEvaluator:
         else:
             annotations = [{**a, "id": i + 1} for i, a in enumerate(self._gt_annotations)]
             categories = [{"id": 1, "name": "person", "supercategory": "person"}]
-        if not self._detections:
-            logger.warning("No person detected on %d images: AP = 0.", len(self._images))
-            return KeypointAP(*([0.0] * len(_STAT_NAMES)), num_images=len(self._images), num_detections=0)
         gt = coco_from_dataset({"images": self._images, "annotations": annotations, "categories": categories})
         with silenced():  # loadRes prints its progress
             results = gt.loadRes(self._detections)
-        stats = run_coco_eval(
-            COCOeval(gt, results, "keypoints"), sigmas=self.sigmas, max_dets=self.max_dets, area_range=area_range
-        )
-        values = [-1.0 if v is None else v for v in stats.values()]  # COCOeval's -1: no ground truth in that range
-        return KeypointAP(*values, num_images=len(self._images), num_detections=len(self._detections))
+        return gt, results
 
 
 def _annotations_from_keypoints(keypoints: np.ndarray, image_id: int) -> list[dict]:
