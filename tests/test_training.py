@@ -8,6 +8,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from types import ModuleType
 
@@ -108,7 +109,12 @@ def test_tiny_training_loss_goes_down(train_map: Path, tmp_path: Path) -> None:
         [PLAIN], _overrides(train_map, "lightning.callbacks.checkpoint=null"), logdir=tmp_path, name="plain"
     )
     recorder = LossRecorder()
-    run.fit(extra_callbacks=[recorder])
+    assert not run.datamodule.has_validation  # no validation split configured
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer = run.fit(extra_callbacks=[recorder])
+    assert trainer.limit_val_batches == 0  # validation off: Lightning never asks for the empty loader
+    assert not [w for w in caught if "Total length of" in str(w.message)], [str(w.message) for w in caught]
     losses = [recorder.losses[s] for s in sorted(recorder.losses)]
     assert len(losses) == 50
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10

@@ -518,6 +518,11 @@ class HumanPoseDataModule(pl.LightningDataModule):
         """Shuffled (seeded) training batches."""
         return self._loader(self.train_dataset, shuffle=True)
 
+    @property
+    def has_validation(self) -> bool:
+        """Whether a validation split is configured (the trainer turns validation off otherwise)."""
+        return self.validation_config is not None
+
     def val_dataloader(self) -> DataLoader | list:
         """Validation batches in mapping order; an empty list (Lightning skips validation) when not configured."""
         if self.validation_config is None:

@@ -246,11 +246,20 @@ def check_lightning_config(config: TrainConfig) -> None:
 
 
 def build_trainer(
-    config: TrainConfig, layout: RunLayout, *, stamp: str, extra_callbacks: list[Callback] | None = None
+    config: TrainConfig,
+    layout: RunLayout,
+    *,
+    stamp: str,
+    extra_callbacks: list[Callback] | None = None,
+    has_validation: bool = True,
 ) -> pl.Trainer:
     """The Trainer: ``lightning.trainer`` options over this project's defaults, plus strategy, logger, callbacks
-    and the atomic checkpoint writer."""
-    kwargs = {**DEFAULT_TRAINER, **config.lightning.trainer}
+    and the atomic checkpoint writer.
+
+    Without a validation split (``has_validation=False``) validation is off (``limit_val_batches=0``, unless the
+    config sets it), so Lightning never asks for the empty validation loader."""
+    defaults = DEFAULT_TRAINER if has_validation else {**DEFAULT_TRAINER, "limit_val_batches": 0}
+    kwargs = {**defaults, **config.lightning.trainer}
     _check_kwargs(pl.Trainer, kwargs, name="lightning.trainer", reserved=RESERVED_TRAINER_KEYS)
     cbs = config.lightning.callbacks
     return pl.Trainer(

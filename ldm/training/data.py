@@ -241,6 +241,11 @@ class ResumableDataModule(pl.LightningDataModule):
         """Per-device batch size (read by the LR scaling)."""
         return int(self.datamodule.batch_size)
 
+    @property
+    def has_validation(self) -> bool:
+        """The inner module's ``has_validation`` (True when it does not say)."""
+        return bool(getattr(self.datamodule, "has_validation", True))
+
     def prepare_data(self) -> None:
         self.datamodule.prepare_data()
 

@@ -175,7 +175,13 @@ class TrainRun:
 
     def fit(self, *, extra_callbacks: list[Callback] | None = None) -> pl.Trainer:
         """Build the Trainer and train (resuming if a checkpoint was given)."""
-        trainer = build_trainer(self.config, self.layout, stamp=self.stamp, extra_callbacks=extra_callbacks)
+        trainer = build_trainer(
+            self.config,
+            self.layout,
+            stamp=self.stamp,
+            extra_callbacks=extra_callbacks,
+            has_validation=self.datamodule.has_validation,
+        )
         with warnings.catch_warnings():
             # The frozen VAE, text encoder and pose net are in eval mode on purpose.
             warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", category=UserWarning)
