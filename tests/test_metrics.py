@@ -452,9 +452,11 @@ def test_cli_tiny_quality_and_detections(tmp_path):
     out = tmp_path / "out"
     argv = ["--images", str(gen), "--mapping", str(mapping), "--metrics", "pose,quality", "--feature-net", "tiny"]
     argv += ["--detections", str(tmp_path / "dets.json"), "--outdir", str(out), "--kid-subset-size", "2"]
-    assert pose2img_metrics.main([*argv, "--pce-min-score", "0.5"]) == 0
+    assert pose2img_metrics.main([*argv, "--pce-min-score", "0.5", "--pose-errors"]) == 0
     data = json.loads((out / "metrics.json").read_text())
     assert data["overall"]["metrics"]["AP"] == pytest.approx(1.0)
+    assert data["overall"]["metrics"]["joints good"] == pytest.approx(1.0)  # detections = the poses: all good
+    assert data["overall"]["metrics"]["AP fixed all"] == pytest.approx(1.0)
     assert data["overall"]["metrics"]["PCE@0.5"] == data["overall"]["metrics"]["PCE"] == 0.0
     assert data["overall"]["counts"]["images"] == 4 and data["meta"]["missing_images"] == 1
     assert (out / "metrics.md").is_file() and (out / "metrics.csv").is_file()
