@@ -17,8 +17,15 @@ Stages (`all` runs them in this order; or one at a time):
     pose    train the tiny HigherHRNet (scripts/train_pose.py) on the training splits of the worlds present: base,
             extra, and the round trips (listed twice: a third of the samples) ->
             humansd_data/checkpoints/tiny/pose-tiny.safetensors
+    pretrain  the shared UNet pre-training of the shipped recipe: plain loss with Min-SNR-5 weighting, EMA,
+            `--pretrain-steps` steps of batch 64 at lr 1e-3 on the latent cache -> logs/mannequin/pretrained/
+            humansd-tiny-plain.safetensors (8,600 steps: ~87 min on one CPU core)
     unet    train one tiny HumanSD UNet (`--mode plain|paper|reference`, scripts/train.py) and export its EMA UNet
             to .../humansd-tiny-<mode>.safetensors (UNet keys only, fp16)
+
+`all` runs world ... pose, then `pretrain`, then for each loss the shipped fine-tune: `unet` from the base file +
+the pre-trained UNet, 250 steps of batch 32 at lr 3e-4 without EMA (one CPU core: plain ~3 min, paper ~13,
+reference ~17).
 
 Trailing `key=value` arguments are dotted config overrides passed to the stage's training script (e.g.
 `lightning.trainer.accelerator=gpu data.params.batch_size=64` for `unet`, `trainer.accelerator=gpu` for `pose`,
@@ -26,7 +33,11 @@ Trailing `key=value` arguments are dotted config overrides passed to the stage's
 
 Example:
     python scripts/build_mannequin_models.py all
-    python scripts/build_mannequin_models.py unet --mode paper --seed 23 --max-steps 3000
+    python scripts/build_mannequin_models.py pretrain --pretrain-steps 8600
+    python scripts/build_mannequin_models.py unet --mode paper --seed 23 --max-steps 250 --no-ema \
+        --init humansd_data/checkpoints/tiny/base-tiny.safetensors \
+        --init logs/mannequin/pretrained/humansd-tiny-plain.safetensors \
+        data.params.batch_size=32 module.base_learning_rate=3e-4
 """
 
 from __future__ import annotations
@@ -55,6 +66,11 @@ MODEL_CONFIG = Path("configs/tiny/mannequin-humansd.yaml")
 INIT = Path("logs/mannequin/init.safetensors")
 CACHE = WORLD / "latents-train.safetensors"
 MODES = ("plain", "paper", "reference")
+PRETRAINED_DIR = Path("logs/mannequin/pretrained")
+# The shipped recipe (README "Results"): one pre-training, then a short fine-tune per loss from it.
+PRETRAIN_OVERRIDES = ("data.params.batch_size=64", "module.base_learning_rate=1e-3", "loss.snr_gamma=5")
+FINETUNE_STEPS = 250
+FINETUNE_OVERRIDES = ("data.params.batch_size=32", "module.base_learning_rate=3e-4")
 
 
 def _script(name: str):
@@ -227,6 +243,40 @@ def stage_unet(args: argparse.Namespace) -> None:
     logger.info("Wrote %s (%.1f MB)", out, out.stat().st_size / 1e6)
 
 
+def stage_pretrain(args: argparse.Namespace) -> None:
+    """The shared pre-training: `unet` in plain mode with the recipe's overrides (user overrides come last)."""
+    stage_unet(
+        argparse.Namespace(
+            **{
+                **vars(args),
+                "mode": "plain",
+                "max_steps": args.pretrain_steps,
+                "no_ema": False,
+                "init": None,
+                "out_dir": PRETRAINED_DIR,
+                "overrides": [*PRETRAIN_OVERRIDES, *args.overrides],
+            }
+        )
+    )
+
+
+def finetune_args(args: argparse.Namespace, mode: str) -> argparse.Namespace:
+    """`unet` arguments of the shipped fine-tune of one loss from the pre-trained UNet."""
+    pretrained = PRETRAINED_DIR / (
+        "humansd-tiny-plain.safetensors" if args.seed == 23 else f"humansd-tiny-plain-s{args.seed}.safetensors"
+    )
+    return argparse.Namespace(
+        **{
+            **vars(args),
+            "mode": mode,
+            "max_steps": FINETUNE_STEPS,
+            "no_ema": True,
+            "init": [TINY / "base-tiny.safetensors", pretrained],
+            "overrides": [*FINETUNE_OVERRIDES, *args.overrides],
+        }
+    )
+
+
 STAGES = {
     "world": stage_world,
     "pose": stage_pose,
@@ -235,6 +285,7 @@ STAGES = {
     "init": stage_init,
     "cache": stage_cache,
     "roundtrip": stage_roundtrip,
+    "pretrain": stage_pretrain,
     "unet": stage_unet,
 }
 
@@ -245,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=MODES, default="paper", help="loss of the `unet` stage")
     parser.add_argument("--seed", type=int, default=23, help="seed of the init/unet stages")
     parser.add_argument("--max-steps", type=int, default=3000, help="training steps of the `unet` stage")
+    parser.add_argument(
+        "--pretrain-steps", type=int, default=8600, help="steps of batch 64 of the `pretrain` stage (the shipped 8,600)"
+    )
     parser.add_argument("--max-minutes", type=float, help="stop the pose/vae/unet training after this many minutes")
     parser.add_argument("--world-size", type=int, default=10000, help="images of the generated world")
     parser.add_argument(
@@ -272,10 +326,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"overrides must be key=value; got {[o for o in args.overrides if '=' not in o]}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.stage == "all":
-        for stage in ("world", "vae", "decoder", "init", "cache", "roundtrip", "pose"):
+        for stage in ("world", "vae", "decoder", "init", "cache", "roundtrip", "pose", "pretrain"):
             STAGES[stage](args)
         for mode in MODES:
-            stage_unet(argparse.Namespace(**{**vars(args), "mode": mode}))
+            stage_unet(finetune_args(args, mode))
     else:
         STAGES[args.stage](args)
     return 0

@@ -302,3 +302,28 @@ def test_error_diagnosis_rows_get_their_own_table(tmp_path):
     assert "| model | joints good | joints jitter | joints inversion |" in table
     assert "| paper (seed 23) | 0.250 | 0.250 | 0.125 | 0.250 |" in table
     assert table.count("| real renders |") == 1  # undiagnosed: in the main table only
+
+
+def test_all_pretrains_once_then_fine_tunes_each_loss_from_it(monkeypatch):
+    build = _script("build_mannequin_models")
+    done, unets = [], []
+    for stage in ("world", "vae", "decoder", "init", "cache", "roundtrip", "pose"):
+        monkeypatch.setitem(build.STAGES, stage, lambda args, stage=stage: done.append(stage))
+    monkeypatch.setattr(build, "stage_unet", lambda args: unets.append(args))
+    assert build.main(["all", "--pretrain-steps", "40", "lightning.trainer.accelerator=cpu"]) == 0
+    assert done == ["world", "vae", "decoder", "init", "cache", "roundtrip", "pose"]
+    pre, *tunes = unets
+    assert (pre.mode, pre.max_steps, pre.no_ema, pre.init, pre.out_dir) == (
+        "plain",
+        40,
+        False,
+        None,
+        build.PRETRAINED_DIR,
+    )
+    assert pre.overrides == [*build.PRETRAIN_OVERRIDES, "lightning.trainer.accelerator=cpu"]
+    assert "loss.snr_gamma=5" in pre.overrides  # Min-SNR pre-training, as shipped
+    assert [t.mode for t in tunes] == list(build.MODES)
+    for t in tunes:
+        assert t.max_steps == build.FINETUNE_STEPS and t.no_ema and t.out_dir == build.TINY
+        assert t.init == [build.TINY / "base-tiny.safetensors", build.PRETRAINED_DIR / "humansd-tiny-plain.safetensors"]
+        assert t.overrides[: len(build.FINETUNE_OVERRIDES)] == list(build.FINETUNE_OVERRIDES)
