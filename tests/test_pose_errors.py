@@ -58,6 +58,7 @@ def test_each_error_class_is_found_and_costs_ap() -> None:
     cumulative = [report.ap_fixed_cumulative[k] for k in ERROR_TYPES]
     assert cumulative == sorted(cumulative) and cumulative[-1] == pytest.approx(1.0)
     summary = report.as_dict()
+    assert summary["joint_counts_by_keypoint"]["inversion"]["left_wrist"] == 1
     assert summary["joint_counts"]["inversion"] == 2 and sum(summary["joint_fractions"].values()) == pytest.approx(1)
 
 

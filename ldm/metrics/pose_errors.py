@@ -36,7 +36,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from ldm.metrics.pose_ap import MAX_DETS, PoseSample, build_coco, run_coco_eval, silenced
-from ldm.pose.keypoints import COCO_FLIP_INDEX, COCO_OKS_SIGMAS
+from ldm.pose.keypoints import COCO_FLIP_INDEX, COCO_KEYPOINT_NAMES, COCO_OKS_SIGMAS
 
 __all__ = ["ERROR_METRIC_NAMES", "ERROR_TYPES", "KeypointErrorReport", "analyze_keypoint_errors", "pose_error_metrics"]
 
@@ -82,8 +82,10 @@ class KeypointErrorReport:
         total = sum(self.counts.values())
         object.__setattr__(self, "fractions", {k: (v / total if total else 0.0) for k, v in self.counts.items()})
 
-    def as_dict(self, digits: int = 4) -> dict[str, object]:
-        """JSON-ready summary, figures rounded."""
+    def as_dict(self, digits: int = 4, keypoint_names: Sequence[str] = COCO_KEYPOINT_NAMES) -> dict[str, object]:
+        """JSON-ready summary, figures rounded; per-keypoint counts keyed by name (by index if the count differs)."""
+        per_joint = len(next(iter(self.counts_by_joint.values()), []))
+        names = list(keypoint_names) if len(keypoint_names) == per_joint else [str(i) for i in range(per_joint)]
         r = lambda d: {k: round(v, digits) for k, v in d.items()}  # noqa: E731
         return {
             "ap": round(self.ap, digits),
@@ -91,7 +93,7 @@ class KeypointErrorReport:
             "ap_fixed_cumulative": r(self.ap_fixed_cumulative),
             "joint_counts": dict(self.counts),
             "joint_fractions": r(self.fractions),
-            "joint_counts_by_keypoint": {k: list(v) for k, v in self.counts_by_joint.items()},
+            "joint_counts_by_keypoint": {k: dict(zip(names, v, strict=True)) for k, v in self.counts_by_joint.items()},
             "detections": self.detections,
             "matched_detections": self.matched_detections,
             "persons": self.persons,
