@@ -229,11 +229,7 @@ def stage_unet(args: argparse.Namespace) -> None:
     state = load_file(str(full))
     unet = {k: v for k, v in state.items() if k.startswith("model.diffusion_model.")}
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    out = args.out_dir / (
-        f"humansd-tiny-{args.mode}.safetensors"
-        if args.seed == 23
-        else f"humansd-tiny-{args.mode}-s{args.seed}.safetensors"
-    )
+    out = args.out_dir / unet_file_name(args.mode, args.seed)
     with safe_open(str(full), framework="pt") as f:
         steps = (f.metadata() or {}).get("global_step", "unknown")
     meta = {"mode": args.mode, "seed": str(args.seed), "max_steps": str(args.max_steps), "steps": steps}
@@ -243,38 +239,29 @@ def stage_unet(args: argparse.Namespace) -> None:
     logger.info("Wrote %s (%.1f MB)", out, out.stat().st_size / 1e6)
 
 
+def unet_file_name(mode: str, seed: int) -> str:
+    """File name of an exported UNet: seed 23 (the shipped seed) without a suffix."""
+    return f"humansd-tiny-{mode}.safetensors" if seed == 23 else f"humansd-tiny-{mode}-s{seed}.safetensors"
+
+
+def _with(args: argparse.Namespace, **changes: object) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(args), **changes})
+
+
 def stage_pretrain(args: argparse.Namespace) -> None:
     """The shared pre-training: `unet` in plain mode with the recipe's overrides (user overrides come last)."""
+    overrides = [*PRETRAIN_OVERRIDES, *args.overrides]
+    steps = args.pretrain_steps
     stage_unet(
-        argparse.Namespace(
-            **{
-                **vars(args),
-                "mode": "plain",
-                "max_steps": args.pretrain_steps,
-                "no_ema": False,
-                "init": None,
-                "out_dir": PRETRAINED_DIR,
-                "overrides": [*PRETRAIN_OVERRIDES, *args.overrides],
-            }
-        )
+        _with(args, mode="plain", max_steps=steps, no_ema=False, init=None, out_dir=PRETRAINED_DIR, overrides=overrides)
     )
 
 
 def finetune_args(args: argparse.Namespace, mode: str) -> argparse.Namespace:
     """`unet` arguments of the shipped fine-tune of one loss from the pre-trained UNet."""
-    pretrained = PRETRAINED_DIR / (
-        "humansd-tiny-plain.safetensors" if args.seed == 23 else f"humansd-tiny-plain-s{args.seed}.safetensors"
-    )
-    return argparse.Namespace(
-        **{
-            **vars(args),
-            "mode": mode,
-            "max_steps": FINETUNE_STEPS,
-            "no_ema": True,
-            "init": [TINY / "base-tiny.safetensors", pretrained],
-            "overrides": [*FINETUNE_OVERRIDES, *args.overrides],
-        }
-    )
+    init = [TINY / "base-tiny.safetensors", PRETRAINED_DIR / unet_file_name("plain", args.seed)]
+    overrides = [*FINETUNE_OVERRIDES, *args.overrides]
+    return _with(args, mode=mode, max_steps=FINETUNE_STEPS, no_ema=True, init=init, overrides=overrides)
 
 
 STAGES = {
