@@ -19,13 +19,13 @@ Stages (`all` runs them in this order; or one at a time):
             humansd_data/checkpoints/tiny/pose-tiny.safetensors
     pretrain  the shared UNet pre-training of the shipped recipe: plain loss with Min-SNR-5 weighting, EMA,
             `--pretrain-steps` steps of batch 64 at lr 1e-3 on the latent cache -> logs/mannequin/pretrained/
-            humansd-tiny-plain.safetensors (8,600 steps: ~87 min on one CPU core)
+            humansd-tiny-plain.safetensors (16,500 steps: ~67 min on 2 CPU cores, one job with 2 threads)
     unet    train one tiny HumanSD UNet (`--mode plain|paper|reference`, scripts/train.py) and export its EMA UNet
             to .../humansd-tiny-<mode>.safetensors (UNet keys only, fp16)
 
 `all` runs world ... pose, then `pretrain`, then for each loss the shipped fine-tune: `unet` from the base file +
-the pre-trained UNet, 250 steps of batch 32 at lr 3e-4 without EMA (one CPU core: plain ~3 min, paper ~13,
-reference ~17).
+the pre-trained UNet, 250 steps of batch 32 at lr 3e-4 without EMA (one CPU core: plain ~1 min, paper ~9,
+reference ~12).
 
 Trailing `key=value` arguments are dotted config overrides passed to the stage's training script (e.g.
 `lightning.trainer.accelerator=gpu data.params.batch_size=64` for `unet`, `trainer.accelerator=gpu` for `pose`,
@@ -33,7 +33,7 @@ Trailing `key=value` arguments are dotted config overrides passed to the stage's
 
 Example:
     python scripts/build_mannequin_models.py all
-    python scripts/build_mannequin_models.py pretrain --pretrain-steps 8600
+    python scripts/build_mannequin_models.py pretrain --pretrain-steps 16500
     python scripts/build_mannequin_models.py unet --mode paper --seed 23 --max-steps 250 --no-ema \
         --init humansd_data/checkpoints/tiny/base-tiny.safetensors \
         --init logs/mannequin/pretrained/humansd-tiny-plain.safetensors \
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=23, help="seed of the init/unet stages")
     parser.add_argument("--max-steps", type=int, default=3000, help="training steps of the `unet` stage")
     parser.add_argument(
-        "--pretrain-steps", type=int, default=8600, help="steps of batch 64 of the `pretrain` stage (the shipped 8,600)"
+        "--pretrain-steps", type=int, default=16500, help="steps of 64 of the `pretrain` stage (shipped: 16,500)"
     )
     parser.add_argument("--max-minutes", type=float, help="stop the pose/vae/unet training after this many minutes")
     parser.add_argument("--world-size", type=int, default=10000, help="images of the generated world")
