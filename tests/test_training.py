@@ -27,6 +27,7 @@ from ldm.training.callbacks import AtomicCheckpointIO, RunLayout
 from ldm.training.config import load_train_config, parse_train_config
 from ldm.training.data import ResumableLoader
 from ldm.training.ema import shadow_name
+from ldm.training.module import lr_factor
 from ldm.training.run import RUN_STAMP_ENV, prepare_run
 
 REPO = Path(__file__).parents[1]
@@ -429,3 +430,65 @@ def test_init_from_several_files_that_together_hold_the_model(train_map: Path, t
     assert "does not match LatentDiffusion" in err
     err = _run_cli([*argv, "--init-from", str(files[0]), "--init-from", str(files[0])], capsys)
     assert "repeats" in err
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Learning-rate schedule
+
+
+def test_lr_factor_shapes() -> None:
+    assert [lr_factor(s, 10) for s in (0, 5, 9)] == [1.0, 1.0, 1.0]  # constant: the original
+    assert [lr_factor(s, 10, warmup_steps=4) for s in (0, 1, 3, 9)] == [0.25, 0.5, 1.0, 1.0]
+    linear = [lr_factor(s, 10, schedule="linear") for s in range(11)]
+    assert linear == pytest.approx([1 - s / 10 for s in range(11)])
+    cooldown = [lr_factor(s, 10, schedule="linear", decay_steps=4, min_ratio=0.5) for s in range(11)]
+    assert cooldown == pytest.approx([1.0] * 7 + [0.875, 0.75, 0.625, 0.5])  # the last 4 steps only
+    cosine = [lr_factor(s, 10, schedule="cosine", warmup_steps=2) for s in (0, 2, 6, 10)]
+    assert cosine == pytest.approx([0.5, 1.0, 0.5, 0.0])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("module.lr_schedule=step", "Unknown lr_schedule 'step'"),
+        ("module.lr_warmup_steps=-1", "lr_warmup_steps must be an integer >= 0"),
+        ("module.lr_decay_steps=0", "lr_decay_steps must be an integer >= 1"),
+        ("module.lr_min_ratio=2", "lr_min_ratio must be in [0, 1]"),
+    ],
+)
+def test_error_bad_lr_schedule(train_map: Path, tmp_path: Path, capsys, override: str, message: str) -> None:
+    err = _run_cli(["--config", str(PLAIN), "--logdir", str(tmp_path), *_overrides(train_map, override)], capsys)
+    assert message in err
+
+
+def test_lr_schedule_is_followed_and_a_resume_can_add_a_cooldown(train_map: Path, tmp_path: Path) -> None:
+    common = [
+        f"data.params.train.map_file={train_map}",
+        "lightning.callbacks.image_sampler=null",  # the LearningRateMonitor stays on: it logs `lr-AdamW` per step
+        "lightning.callbacks.checkpoint.every_n_train_steps=4",
+        "module.scale_lr=false",
+    ]
+    run = prepare_run(
+        [PLAIN],
+        [*common, "lightning.trainer.max_steps=8", "module.base_learning_rate=1e-3"],
+        logdir=tmp_path,
+        name="const",
+    )
+    run.fit()
+    # Resume the constant-rate run (its checkpoint has no scheduler state) with a linear decay over 4 more steps.
+    resumed = prepare_run(
+        None,
+        ["lightning.trainer.max_steps=12", "module.lr_schedule=linear", "module.lr_decay_steps=4"],
+        resume=run.layout.root,
+    )
+    resumed.fit()
+    lrs = {int(r["step"]): float(r["lr-AdamW"]) for r in _metrics(run.layout.root) if r.get("lr-AdamW")}
+    assert sorted(lrs) == list(range(12))
+    assert [lrs[s] for s in range(9)] == pytest.approx([1e-3] * 9)  # the constant part and the decay's start
+    assert [lrs[s] for s in range(9, 12)] == pytest.approx([7.5e-4, 5e-4, 2.5e-4])  # then on the decay's curve
+    with pytest.raises(ValueError, match=r"lr_decay_steps \(20\) is larger than lightning.trainer.max_steps \(12\)"):
+        prepare_run(
+            None,
+            ["lightning.trainer.max_steps=12", "module.lr_schedule=linear", "module.lr_decay_steps=20"],
+            resume=run.layout.root,
+        ).fit()

@@ -322,8 +322,16 @@ def parse_train_config(cfg: DictConfig | Mapping[str, Any]) -> TrainConfig:
 # Fingerprints (resume check)
 
 
+# `module` keys a resumed run may change: the learning-rate schedule (adding a cool-down to a run that trained at a
+# constant rate is the usual reason to resume with new settings).
+RESUMABLE_MODULE_KEYS: tuple[str, ...] = ("lr_schedule", "lr_warmup_steps", "lr_decay_steps", "lr_min_ratio")
+
+
 def _fingerprint_view(config: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: config.get(k) for k in FINGERPRINT_SECTIONS}
+    view = {k: config.get(k) for k in FINGERPRINT_SECTIONS}
+    if isinstance(view.get("module"), Mapping):
+        view["module"] = {k: v for k, v in view["module"].items() if k not in RESUMABLE_MODULE_KEYS}
+    return view
 
 
 def config_fingerprint(config: Mapping[str, Any]) -> str:

@@ -18,6 +18,7 @@ References:
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any
@@ -35,12 +36,49 @@ from ldm.training.ema import EMA
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LatentDiffusionModule", "Stage"]
+__all__ = ["LRSchedule", "LatentDiffusionModule", "Stage", "lr_factor"]
 
 MODEL_PREFIX = "model."  # attribute holding the LatentDiffusion; stripped from / restored to checkpoint keys
 EMA_PREFIX = "model_ema."
 LOSS_PREFIX = "loss_fn."  # frozen loss networks (pose estimator): never checkpointed
 DEFAULT_TRAINABLE = ("model.diffusion_model.",)  # the whole UNet, as the original (spec §4.4)
+
+
+class LRSchedule(StrEnum):
+    """Learning-rate shapes after the warm-up (names as diffusers' ``get_scheduler``)."""
+
+    CONSTANT = "constant"  # the original's (no scheduler)
+    LINEAR = "linear"  # linear decay to ``lr_min_ratio`` x the peak at ``max_steps``
+    COSINE = "cosine"  # half cosine to ``lr_min_ratio`` x the peak at ``max_steps``
+
+
+def lr_factor(
+    step: int,
+    max_steps: int,
+    *,
+    schedule: LRSchedule | str = LRSchedule.CONSTANT,
+    warmup_steps: int = 0,
+    decay_steps: int | None = None,
+    min_ratio: float = 0.0,
+) -> float:
+    """Multiplier of the peak learning rate for the optimizer step ``step`` (0-based) of a ``max_steps`` run.
+
+    Warm-up: linear, ``(step + 1) / warmup_steps`` (the first step already moves). Decay: over the last
+    ``decay_steps`` steps before ``max_steps`` (a "cool-down", as warmup-stable-decay schedules do), or from the end
+    of the warm-up when ``decay_steps`` is None; the factor reaches ``min_ratio`` at ``max_steps``. Both factors
+    multiply where they overlap.
+    """
+    warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+    schedule = LRSchedule(schedule)
+    if schedule is LRSchedule.CONSTANT:
+        return warm
+    start = max_steps - decay_steps if decay_steps is not None else warmup_steps
+    progress = min(1.0, max(0.0, (step - start) / max(1, max_steps - start)))
+    if schedule is LRSchedule.LINEAR:
+        shape = 1.0 - progress
+    else:
+        shape = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return warm * (min_ratio + (1.0 - min_ratio) * shape)
 
 
 class Stage(StrEnum):
@@ -73,6 +111,21 @@ def _from_inference_keys(module: LatentDiffusionModule, state_dict: dict[str, An
         state_dict.setdefault(key, value)
 
 
+def _check_schedule(schedule: str, warmup_steps: int, decay_steps: int | None, min_ratio: float) -> None:
+    if schedule not in set(LRSchedule):
+        raise ValueError(f"Unknown lr_schedule {schedule!r}; choose one of {[s.value for s in LRSchedule]}.")
+
+    def is_int(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if not is_int(warmup_steps) or warmup_steps < 0:
+        raise ValueError(f"lr_warmup_steps must be an integer >= 0; got {warmup_steps!r}.")
+    if decay_steps is not None and (not is_int(decay_steps) or decay_steps < 1):
+        raise ValueError(f"lr_decay_steps must be an integer >= 1 or null; got {decay_steps!r}.")
+    if not 0.0 <= float(min_ratio) <= 1.0:
+        raise ValueError(f"lr_min_ratio must be in [0, 1]; got {min_ratio!r}.")
+
+
 class LatentDiffusionModule(pl.LightningModule):
     """Fine-tunes a ``LatentDiffusion`` (SD-2.1 / HumanSD) with a pluggable loss.
 
@@ -88,6 +141,14 @@ class LatentDiffusionModule(pl.LightningModule):
             Default: the whole UNet, as the original.
         use_ema: keep an EMA of the trainable weights (``model_ema.*``); validation then also logs ``*_ema``.
         ema_decay: EMA decay.
+        lr_schedule: ``"constant"`` (the original: no scheduler), ``"linear"`` or ``"cosine"`` decay (``LRSchedule``,
+            ``lr_factor``); the schedule follows the global step, so a resumed run continues on the same curve, and
+            a run resumed with a new schedule (a cool-down added to a constant-rate run, say) takes it from the
+            step it resumes at.
+        lr_warmup_steps: linear warm-up steps (0: none).
+        lr_decay_steps: decay over the last this many steps of ``lightning.trainer.max_steps`` (None: from the
+            end of the warm-up).
+        lr_min_ratio: final learning rate relative to the peak.
         gradient_checkpointing: set the UNet's ``use_checkpoint`` flags (None keeps the model config's).
         seed: base seed of the per-step noise/timestep generators (see ``step_generator``).
         config: the resolved run config, stored in the checkpoint's hyperparameters (self-describing checkpoints).
@@ -105,6 +166,10 @@ class LatentDiffusionModule(pl.LightningModule):
         trainable: Sequence[str] = DEFAULT_TRAINABLE,
         use_ema: bool = False,
         ema_decay: float = 0.9999,
+        lr_schedule: str = "constant",  # a plain str: hyperparameters must unpickle with weights_only=True
+        lr_warmup_steps: int = 0,
+        lr_decay_steps: int | None = None,
+        lr_min_ratio: float = 0.0,
         gradient_checkpointing: bool | None = None,
         seed: int = 23,
         config: Mapping[str, Any] | None = None,
@@ -116,6 +181,7 @@ class LatentDiffusionModule(pl.LightningModule):
             raise TypeError(f"loss_fn must be an ldm.diffusion.loss.DiffusionLoss; got {type(loss_fn).__name__}.")
         if base_learning_rate <= 0:
             raise ValueError(f"base_learning_rate must be > 0; got {base_learning_rate}.")
+        _check_schedule(lr_schedule, lr_warmup_steps, lr_decay_steps, lr_min_ratio)
         self.save_hyperparameters(ignore=["model", "loss_fn"])
         self.model = model
         self.loss_fn = loss_fn
@@ -237,13 +303,50 @@ class LatentDiffusionModule(pl.LightningModule):
         if self.model_ema is not None:
             self.model_ema.update(self.model.model)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, Any]:
         params = [p for p in self.model.parameters() if p.requires_grad]
-        return torch.optim.AdamW(
+        optimizer = torch.optim.AdamW(
             params,
             lr=self.learning_rate(),
             weight_decay=float(self.hparams.weight_decay),
             betas=tuple(self.hparams.betas),
+        )
+        hp = self.hparams
+        if LRSchedule(hp.lr_schedule) is LRSchedule.CONSTANT and not hp.lr_warmup_steps:
+            return optimizer  # the original: no scheduler (and no scheduler state in the checkpoint)
+        max_steps = self._schedule_length()
+        # The factor is read from the trainer's global step, not from the scheduler's own counter, so that a run
+        # resumed from a checkpoint without scheduler state lands on the right point of the curve.
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: self.lr_factor(max_steps))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _schedule_length(self) -> int:
+        max_steps = int(self.trainer.max_steps)
+        if max_steps < 0:
+            if LRSchedule(self.hparams.lr_schedule) is not LRSchedule.CONSTANT:
+                raise ValueError(
+                    f"lr_schedule {self.hparams.lr_schedule!r} decays towards lightning.trainer.max_steps; set it "
+                    f"(the run has no step limit)."
+                )
+            return 0
+        decay = self.hparams.lr_decay_steps
+        if decay is not None and decay > max_steps:
+            raise ValueError(
+                f"lr_decay_steps ({decay}) is larger than lightning.trainer.max_steps ({max_steps}); the decay runs "
+                f"over the last lr_decay_steps steps of the run."
+            )
+        return max_steps
+
+    def lr_factor(self, max_steps: int) -> float:
+        """Learning-rate multiplier at the current global step (see ``lr_factor``)."""
+        hp = self.hparams
+        return lr_factor(
+            self.trainer.global_step,
+            max_steps,
+            schedule=hp.lr_schedule,
+            warmup_steps=int(hp.lr_warmup_steps),
+            decay_steps=hp.lr_decay_steps,
+            min_ratio=float(hp.lr_min_ratio),
         )
 
     # ------------------------------------------------------------------ checkpoints
