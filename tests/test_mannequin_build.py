@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -135,6 +137,7 @@ def test_unet_stage_passes_init_ema_and_overrides_to_train(monkeypatch, tmp_path
 
     monkeypatch.setattr(build, "_run", fake_run)
     monkeypatch.setattr(build, "_check_cache_matches_init", lambda init: seen.setdefault("checked", init))
+    monkeypatch.setenv("HUMANSD_RUN_STAMP", "stamp-of-an-earlier-stage")  # restored after the test
     start = tmp_path / "pretrained.safetensors"
     base = tmp_path / "base.safetensors"
     with pytest.raises(Stop):
@@ -156,6 +159,8 @@ def test_unet_stage_passes_init_ema_and_overrides_to_train(monkeypatch, tmp_path
             ]
         )
     assert seen["name"] == "train" and seen["checked"] == [base, start]
+    # a fresh run-folder stamp per run, so the stage knows its folder without looking for the newest one
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d", os.environ["HUMANSD_RUN_STAMP"])
     argv = seen["argv"]
     assert argv[argv.index("--name") + 1] == "mannequin-paper-s24-from-pretrained"
     assert [argv[i + 1] for i, a in enumerate(argv) if a == "--init-from"] == [str(base), str(start)]
@@ -320,8 +325,15 @@ def test_all_pretrains_once_then_fine_tunes_each_loss_from_it(monkeypatch):
         None,
         build.PRETRAINED_DIR,
     )
-    assert pre.overrides == [*build.PRETRAIN_OVERRIDES, "lightning.trainer.accelerator=cpu"]
-    assert "loss.snr_gamma=5" in pre.overrides  # Min-SNR pre-training, as shipped
+    # Min-SNR pre-training with a linear cool-down (over the whole of this 40-step run: the default is 2,000 steps)
+    cooldown = ["module.lr_schedule=linear", "module.lr_decay_steps=40"]
+    assert pre.overrides == [*build.PRETRAIN_OVERRIDES, *cooldown, "lightning.trainer.accelerator=cpu"]
+    assert "loss.snr_gamma=5" in pre.overrides
+    assert pre.export_trained  # after a cool-down the trained weights are exported, not the EMA
+    assert build.pretrain_overrides(18500, 2000)[-1] == "module.lr_decay_steps=2000"
+    assert build.pretrain_overrides(18500, 0) == list(build.PRETRAIN_OVERRIDES)  # a constant rate
+    with pytest.raises(SystemExit, match="--cooldown-steps must be >= 0"):
+        build.pretrain_overrides(100, -1)
     assert [t.mode for t in tunes] == list(build.MODES)
     for t in tunes:
         assert t.max_steps == build.FINETUNE_STEPS and t.no_ema and t.out_dir == build.TINY
