@@ -274,8 +274,18 @@ def stage_pretrain(args: argparse.Namespace) -> None:
     """The shared pre-training: `unet` in plain mode with the recipe's overrides (user overrides come last)."""
     steps = args.pretrain_steps
     overrides = [*pretrain_overrides(steps, args.cooldown_steps), *args.overrides]
-    pretrain = _with(args, mode="plain", max_steps=steps, no_ema=False, init=None, out_dir=PRETRAINED_DIR)
-    stage_unet(_with(pretrain, overrides=overrides, export_trained=args.cooldown_steps > 0))
+    stage_unet(
+        _with(
+            args,
+            mode="plain",
+            max_steps=steps,
+            no_ema=False,
+            init=None,
+            out_dir=PRETRAINED_DIR,
+            overrides=overrides,
+            export_trained=args.cooldown_steps > 0,
+        )
+    )
 
 
 def finetune_args(args: argparse.Namespace, mode: str) -> argparse.Namespace:

@@ -317,7 +317,7 @@ class LatentDiffusionModule(pl.LightningModule):
         max_steps = self._schedule_length()
         # The factor is read from the trainer's global step, not from the scheduler's own counter, so that a run
         # resumed from a checkpoint without scheduler state lands on the right point of the curve.
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: self.lr_factor(max_steps))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: self.current_lr_factor(max_steps))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def _schedule_length(self) -> int:
@@ -337,7 +337,7 @@ class LatentDiffusionModule(pl.LightningModule):
             )
         return max_steps
 
-    def lr_factor(self, max_steps: int) -> float:
+    def current_lr_factor(self, max_steps: int) -> float:
         """Learning-rate multiplier at the current global step (see ``lr_factor``)."""
         hp = self.hparams
         return lr_factor(
