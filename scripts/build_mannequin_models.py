@@ -1,15 +1,17 @@
 """Reproduce the embedded tiny models of the mannequin world from scratch, stage by stage, on CPU.
 
 Stages (`all` runs them in this order; or one at a time):
-    world   generate the dataset (scripts/make_mannequin_world.py) unless it exists, and a second, training-only
-            one for the pose net (`--extra-world-size` images, seed 1; humansd_data/datasets/MannequinExtra)
+    world   generate the dataset (scripts/make_mannequin_world.py; figures with marked left limbs) unless it
+            exists, and a second, training-only one for the pose net (`--extra-world-size` images, seed 1;
+            humansd_data/datasets/MannequinExtra)
     vae     train the tiny kl-f8 VAE (scripts/train_autoencoder.py) -> .../vae-tiny.safetensors
     decoder fine-tune that VAE's decoder on whole 128-px images with the encoder frozen, so the latents stay the
             same (configs/tiny/mannequin-vae-decoder.yaml) -> .../vae-tiny.safetensors
     init    assemble the initial HumanSD weights: trained VAE + seeded frozen text tower + seeded random UNet;
             writes the shared base file .../base-tiny.safetensors (VAE + text tower, fp16) and
             logs/mannequin/init.safetensors, and reports the latent scale factor the VAE needs
-    cache   encode the training split once with the trained VAE (both orientations) into a latent cache,
+    cache   encode the training split once with the trained VAE (one orientation: the marked world is not
+            mirror-symmetric, so the UNets train without flips) into a latent cache,
             humansd_data/datasets/Mannequin/latents-train.safetensors, which the UNet stages train on
     roundtrip  the base world's training split encoded and decoded by the shipped VAE (after `init`;
             scripts/make_vae_roundtrip_world.py) -> humansd_data/datasets/MannequinRoundTrip, so the pose net also
@@ -192,7 +194,7 @@ def stage_cache(args: argparse.Namespace) -> None:
     argv = ["--model-config", str(MODEL_CONFIG), "--ckpt", str(TINY / "base-tiny.safetensors")]
     argv += ["--map-file", str(WORLD / "mapping_file_training.json"), "--out", str(CACHE), "--device", args.device]
     argv += ["--workers", str(args.workers - 1 if args.workers > 1 else 0)]
-    _run("cache_latents", argv)
+    _run("cache_latents", argv + ["--no-flips"])  # the UNet configs train without mirror images (marked world)
 
 
 def _check_cache_matches_init(init: list[Path]) -> None:
@@ -280,7 +282,7 @@ def stage_pretrain(args: argparse.Namespace) -> None:
             mode="plain",
             max_steps=steps,
             no_ema=False,
-            init=None,
+            init=args.init,  # None: from the seeded initial weights; or continue from trained ones
             out_dir=PRETRAINED_DIR,
             overrides=overrides,
             export_trained=args.cooldown_steps > 0,
@@ -334,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         "--init",
         type=Path,
         action="append",
-        help="`unet`: start from these model weights; repeat for files that together hold the model "
+        help="`unet`/`pretrain`: start from these model weights; repeat for files that together hold the model "
         "(e.g. --init base-tiny.safetensors --init <unet file>; default: logs/mannequin/init.safetensors). "
         "`pose`: continue from this HigherHRNet weights file instead of training from scratch",
     )

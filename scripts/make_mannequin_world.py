@@ -32,6 +32,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--workers", type=int, default=1, help="parallel processes (output does not depend on it)")
     parser.add_argument("--overwrite", action="store_true", help="replace a previous world in a non-empty --out")
+    parser.add_argument(
+        "--mark-left",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="draw each figure's left arm and leg in a darker (on black figures, lighter) tone of its colour, as the "
+        "shipped world does; --no-mark-left draws the unmarked figures of earlier worlds",
+    )
     return parser
 
 
@@ -63,6 +70,7 @@ def main(argv: list[str] | None = None) -> None:
         val_fraction=args.val_fraction,
         workers=args.workers,
         overwrite=args.overwrite,
+        mark_left=args.mark_left,
     )
     logger.info(
         "%d training + %d validation images in %s (%.0f images/s): %s",

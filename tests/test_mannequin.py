@@ -28,6 +28,7 @@ from ldm.data.mannequin import (
     sample_scene,
     write_mannequin_world,
 )
+from ldm.data.mannequin.draw import MARK_DARKEN, draw_part, marking_tone, rasterize_ids
 from ldm.data.mannequin.kinematics import (
     ANGLE_LIMITS,
     BodyShape,
@@ -61,6 +62,7 @@ def worlds(tmp_path_factory):
     root = tmp_path_factory.mktemp("mannequin")
     for name, seed in (("a", 0), ("a_again", 0), ("b", 1)):
         write_mannequin_world(root / name, N_WORLD, size=SIZE_WORLD, seed=seed, val_fraction=VAL_WORLD)
+    write_mannequin_world(root / "a_plain", N_WORLD, size=SIZE_WORLD, seed=0, val_fraction=VAL_WORLD, mark_left=False)
     return root
 
 
@@ -201,6 +203,44 @@ def test_rendering_is_deterministic_and_any_size_works(scenes):
             sample_scene(np.random.default_rng(0), size=size)
 
 
+def test_marking_tone_darkens_colours_and_lightens_black():
+    red = np.array(COLOR_RGB[ColorName.RED], dtype=float)
+    assert np.allclose(marking_tone(red), red * MARK_DARKEN)
+    black = np.array(COLOR_RGB[ColorName.BLACK], dtype=float)
+    assert (marking_tone(black) > black + 50).all()
+    for figure, background in itertools.product(COLOR_RGB.values(), COLOR_RGB.values()):
+        if figure != background:  # the tone stays apart from any other caption colour behind it
+            assert np.abs(marking_tone(figure, background) - background).max() >= 45, (figure, background)
+
+
+def test_mark_left_changes_only_the_tone_of_the_left_limbs():
+    luma = np.array([0.299, 0.587, 0.114])
+    checked = 0
+    for index in range(40):
+        plain, marked = make_scene(index, seed=3, mark_left=False), make_scene(index, seed=3)
+        assert marked.caption == plain.caption
+        for f, g in zip(plain.figures, marked.figures, strict=True):
+            assert np.array_equal(f.keypoints, g.keypoints) and np.array_equal(f.occluded, g.occluded)
+        assert not any(p.marked for p in plain.parts)
+        assert [p.marked for p in marked.parts] == [p.name.startswith("left_") for p in plain.parts]
+        ids = rasterize_ids(marked.parts, marked.size)
+        owned = np.array([False] + [p.marked for p in marked.parts])[ids].astype(np.uint8)  # visible marked pixels
+        inside = cv2.erode(owned, np.ones((3, 3), np.uint8)) > 0
+        footprint = np.zeros_like(owned)  # everything the marked parts cover, hidden or not
+        for part in marked.parts:
+            if part.marked:
+                draw_part(footprint, part, 1, grow=1.0)
+        far = cv2.dilate(footprint, np.ones((7, 7), np.uint8)) == 0
+        a, b = render_scene(plain).astype(float), render_scene(marked).astype(float)
+        assert np.abs(a - b)[far].max() <= 1  # the rest of the image is untouched
+        if inside.sum() < 15:
+            continue
+        ratio = (b[inside] @ luma).mean() / (a[inside] @ luma).mean()
+        assert ratio > 1.3 or ratio < 0.8, (index, marked.caption, ratio)
+        checked += 1
+    assert checked >= 25
+
+
 # ------------------------------------------------------------------------------------------------------ writer
 
 
@@ -210,6 +250,20 @@ def test_same_seed_gives_identical_bytes_other_seed_differs(worlds):
     assert len(a) == 2 * N_WORLD + 4
     jpegs = [k for k in a if k.endswith(".jpg")]
     assert not any(a[k] == b.get(k) for k in jpegs)
+
+
+def test_marked_world_has_the_same_labels_and_other_images(worlds):
+    marked, a = _files(worlds / "a"), _files(worlds / "a_plain")
+    assert a.keys() == marked.keys()
+    for name in a:
+        if name.endswith(".jpg"):
+            continue
+        if name == INFO_FILE:
+            info = json.loads(marked[name])
+            assert info["mark_left"] is True and json.loads(a[name])["mark_left"] is False
+        else:
+            assert a[name] == marked[name], name
+    assert sum(a[k] != marked[k] for k in a if k.endswith(".jpg")) >= N_WORLD - 2
 
 
 def test_layout_mapping_and_pose_files(worlds):
@@ -300,4 +354,20 @@ def test_script_refuses_non_empty_dir_then_overwrites(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
     script.main(["--out", str(out), "--n", "3", "--size", "32", "--val-fraction", "0.5", "--overwrite"])
     assert (out / "keep.txt").read_text() == "mine"
+    assert json.loads((out / INFO_FILE).read_text())["mark_left"] is True  # the shipped world's look by default
+    unmarked = ["--out", str(out), "--n", "3", "--size", "32", "--val-fraction", "0.5", "--overwrite", "--no-mark-left"]
+    script.main(unmarked)
+    assert json.loads((out / INFO_FILE).read_text())["mark_left"] is False
     assert len(json.loads((out / VALIDATION_MAPPING).read_text())) == 1
+
+
+def test_examples_script_writes_the_captioned_grid(tmp_path):
+    spec = importlib.util.spec_from_file_location("examples", REPO / "scripts/render_mannequin_examples.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "grid.png"
+    assert module.main(["--out", str(out), "--indices", "1", "2", "3", "--size", "64", "--columns", "2"]) == 0
+    grid = cv2.imread(str(out))
+    assert grid.shape == (2 * (64 + 2 * 13 + 12), 2 * 64 + 4, 3)
+    with pytest.raises(SystemExit):
+        module.main(["--out", str(out), "--size", "60"])

@@ -339,3 +339,15 @@ def test_all_pretrains_once_then_fine_tunes_each_loss_from_it(monkeypatch):
         assert t.max_steps == build.FINETUNE_STEPS and t.no_ema and t.out_dir == build.TINY
         assert t.init == [build.TINY / "base-tiny.safetensors", build.PRETRAINED_DIR / "humansd-tiny-plain.safetensors"]
         assert t.overrides[: len(build.FINETUNE_OVERRIDES)] == list(build.FINETUNE_OVERRIDES)
+
+
+def test_pretrain_continues_from_given_weights(monkeypatch):
+    build = _script("build_mannequin_models")
+    unets = []
+    monkeypatch.setattr(build, "stage_unet", lambda args: unets.append(args))
+    files = ["base.safetensors", "unet.safetensors"]
+    argv = ["pretrain", "--pretrain-steps", "4000", "--cooldown-steps", "1500", "--init", files[0], "--init", files[1]]
+    assert build.main(argv) == 0
+    (pre,) = unets
+    assert pre.init == [Path(f) for f in files] and pre.max_steps == 4000 and pre.mode == "plain"
+    assert pre.overrides[-1] == "module.lr_decay_steps=1500" and pre.export_trained

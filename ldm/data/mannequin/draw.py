@@ -25,6 +25,9 @@ MIN_RADIUS = 1.0  # pixels; thinner parts would vanish at 128 x 128
 # (relative size, brightness) of the nested shapes that shade a part like a lit tube; light from the upper left.
 TUBE_LEVELS: tuple[tuple[float, float], ...] = ((1.0, 0.70), (0.78, 0.88), (0.5, 1.02), (0.22, 1.14))
 _LIGHT = (-0.6, -0.8)
+# Marking tone of marked parts (`marking_tone`): darker by this factor, or lighter for near-black bodies.
+MARK_DARKEN, MARK_LIGHTEN, MARK_MIN_LUMA, MARK_MIN_CONTRAST = 0.6, 0.35, 60.0, 45.0
+_LUMA = np.array([0.299, 0.587, 0.114])
 
 
 class PartKind(StrEnum):
@@ -53,6 +56,8 @@ class Part:
         joints: COCO joints this part is attached to (a joint covered by another part counts as occluded).
         tint: brightness factor (parts on the far side are darker).
         detail: small decorations (eyes) that take the outline colour instead of the body colour.
+        marked: drawn in the figure's marking tone (`marking_tone`): the figure's left limbs in a world that
+            marks sides, so that left and right stay readable at a scale a VAE keeps.
     """
 
     name: str
@@ -67,6 +72,7 @@ class Part:
     joints: frozenset[int] = frozenset()
     tint: float = 1.0
     detail: bool = False
+    marked: bool = False
 
 
 def _fixed(point: tuple[float, float] | np.ndarray) -> tuple[int, int]:
@@ -128,6 +134,33 @@ def draw_tube(canvas: np.ndarray, part: Part, color: np.ndarray, levels: tuple[t
         shift = (1.0 - scale) * size * 0.45
         rgb = shade(color, brightness * part.tint, max(brightness - 0.9, 0.0) * 40.0)
         draw_part(canvas, part, rgb, scale=scale, offset=(shift * _LIGHT[0], shift * _LIGHT[1]))
+
+
+def marking_tone(
+    color: np.ndarray | tuple[float, ...], background: np.ndarray | tuple[float, ...] | None = None
+) -> np.ndarray:
+    """The tone of marked parts: the body colour darkened to 60% (same hue), or, for colours too dark to darken
+    visibly (luma < 60, e.g. black), mixed 35% towards white. If that tone lies within 45 (max over channels) of the
+    `background` colour, the stronger variant (darkened to 35%, or mixed 70% towards white) or the other direction
+    is taken instead, whichever is first far enough from it (else the farthest): white figures on gray, say.
+
+    Args:
+        color: (3,) RGB in [0, 255].
+        background: (3,) RGB in [0, 255] of the plain background, or None.
+
+    Returns:
+        (3,) float RGB in [0, 255].
+    """
+    rgb = np.asarray(color, dtype=np.float64)
+    darker = [rgb * MARK_DARKEN, rgb * MARK_DARKEN**2]
+    lighter = [rgb + MARK_LIGHTEN * (255.0 - rgb), rgb + 2 * MARK_LIGHTEN * (255.0 - rgb)]
+    first, second = (lighter, darker) if float(rgb @ _LUMA) < MARK_MIN_LUMA else (darker, lighter)
+    candidates = [first[0], first[1], second[0], second[1]]
+    if background is None:
+        return candidates[0]
+    distances = [float(np.abs(c - np.asarray(background, dtype=np.float64)).max()) for c in candidates]
+    far = [c for c, d in zip(candidates, distances, strict=True) if d >= MARK_MIN_CONTRAST]
+    return far[0] if far else candidates[int(np.argmax(distances))]
 
 
 def shade(color: np.ndarray | tuple[float, ...], factor: float, add: float = 0.0) -> tuple[float, ...]:

@@ -123,10 +123,13 @@ class _PartMaker:
         tint = min(1.06, max(0.8, 1.0 + 1.5 * (depth - self.torso_z)))  # parts behind the torso are darker
         return Part(name, kind, p0, depth=depth, figure=self.figure, tint=tint, **fields)
 
-    def capsule(self, name: str, a: int, b: int, radius: float, joints: frozenset[int], lift: float = 0.0) -> Part:
+    def capsule(
+        self, name: str, a: int, b: int, radius: float, joints: frozenset[int], lift: float = 0.0, marked: bool = False
+    ) -> Part:
         depth = float(self.z[a] + self.z[b]) / 2 + lift
         p1, radius = self.point(b), max(radius, MIN_RADIUS)
-        return self.part(name, PartKind.CAPSULE, self.point(a), depth, p1=p1, radius=radius, joints=joints)
+        fields = {"p1": p1, "radius": radius, "joints": joints, "marked": marked}
+        return self.part(name, PartKind.CAPSULE, self.point(a), depth, **fields)
 
     def disc(self, name: str, point: int, radius: float, *, lift: float = 0.0, detail: bool = False) -> Part:
         depth = float(self.z[point]) + lift
@@ -152,9 +155,10 @@ def _torso(xy: np.ndarray, z: np.ndarray, shape: BodyShape, scale: float, figure
 
 
 def _body_parts(
-    xy: np.ndarray, z: np.ndarray, face: np.ndarray, shape: BodyShape, scale: float, figure: int
+    xy: np.ndarray, z: np.ndarray, face: np.ndarray, shape: BodyShape, scale: float, figure: int, mark_left: bool
 ) -> list[Part]:
-    """Parts of one figure from its projected points (pixels), sorted back to front."""
+    """Parts of one figure from its projected points (pixels), sorted back to front; `mark_left` marks the left
+    arm, hand, leg and foot."""
     s = scale
     torso = _torso(xy, z, shape, s, figure)
     make = _PartMaker(xy, z, figure, torso.depth)
@@ -170,13 +174,14 @@ def _body_parts(
         ("left", (5, 7, 9, Point.LEFT_HAND, 11, 13, 15, Point.LEFT_TOE)),
         ("right", (6, 8, 10, Point.RIGHT_HAND, 12, 14, 16, Point.RIGHT_TOE)),
     ):
+        m = mark_left and side == "left"
         parts += [
-            make.capsule(f"{side}_upper_arm", sh, el, shape.arm_radius * s, frozenset({sh, el})),
-            make.capsule(f"{side}_forearm", el, wr, shape.forearm_radius * s, frozenset({el, wr})),
-            make.capsule(f"{side}_hand", wr, hand, shape.forearm_radius * s * 1.1, frozenset({wr})),
-            make.capsule(f"{side}_thigh", hip, kn, shape.thigh_radius * s, frozenset({hip, kn})),
-            make.capsule(f"{side}_shank", kn, an, shape.shank_radius * s, frozenset({kn, an})),
-            make.capsule(f"{side}_foot", an, toe, shape.shank_radius * s * 0.8, frozenset({an})),
+            make.capsule(f"{side}_upper_arm", sh, el, shape.arm_radius * s, frozenset({sh, el}), marked=m),
+            make.capsule(f"{side}_forearm", el, wr, shape.forearm_radius * s, frozenset({el, wr}), marked=m),
+            make.capsule(f"{side}_hand", wr, hand, shape.forearm_radius * s * 1.1, frozenset({wr}), marked=m),
+            make.capsule(f"{side}_thigh", hip, kn, shape.thigh_radius * s, frozenset({hip, kn}), marked=m),
+            make.capsule(f"{side}_shank", kn, an, shape.shank_radius * s, frozenset({kn, an}), marked=m),
+            make.capsule(f"{side}_foot", an, toe, shape.shank_radius * s * 0.8, frozenset({an}), marked=m),
         ]
     head_z = float(z[Point.HEAD])
     for joint in (1, 2):  # eyes on top of the head, when they face the camera
@@ -258,7 +263,12 @@ def _layout(rng: np.random.Generator, posed: list[_Posed], size: int, safe: bool
 
 
 def _place(
-    posed: list[_Posed], placements: list[tuple[float, np.ndarray]], size: int, *, check: bool = True
+    posed: list[_Posed],
+    placements: list[tuple[float, np.ndarray]],
+    size: int,
+    *,
+    mark_left: bool = False,
+    check: bool = True,
 ) -> list[Figure] | None:
     """Figures in draw order with labels and parts; None (when `check`) if one keeps < 3 visible joints."""
     bottoms = [(p.hi[1] * s + off[1]) for p, (s, off) in zip(posed, placements)]
@@ -270,7 +280,7 @@ def _place(
         kpts = _labels(xy, p.face, size)
         if check and kpts[:, 2].sum() < MIN_LABELLED_JOINTS:
             return None
-        body = _body_parts(xy, p.z, p.face, p.skeleton.shape, scale, figure)
+        body = _body_parts(xy, p.z, p.face, p.skeleton.shape, scale, figure, mark_left)
         parts += body
         keypoints.append(kpts)
         items.append((body, scale, p.view))
@@ -282,12 +292,15 @@ def _place(
     return figures
 
 
-def sample_scene(rng: np.random.Generator, *, size: int = 128) -> Scene:
+def sample_scene(rng: np.random.Generator, *, size: int = 128, mark_left: bool = True) -> Scene:
     """Draw a random scene: caption, poses, layout and labels.
 
     Args:
         rng: the random generator (all randomness of the scene comes from it).
         size: image side in pixels (multiple of 8 in [32, 1024]).
+        mark_left: draw each figure's left arm and leg in the marking tone (`draw.marking_tone`), as the shipped
+            world does; False gives the unmarked figures of earlier worlds. It draws no random number, so the same
+            `rng` gives the same caption, poses and labels either way.
 
     Returns:
         The scene.
@@ -297,10 +310,10 @@ def sample_scene(rng: np.random.Generator, *, size: int = 128) -> Scene:
     posed = [_posed(rng, spec) for _ in range(spec.count)]
     figures = None
     for attempt in range(_LAYOUT_TRIES + 1):
-        figures = _place(posed, _layout(rng, posed, size, safe=attempt == _LAYOUT_TRIES), size)
+        figures = _place(posed, _layout(rng, posed, size, safe=attempt == _LAYOUT_TRIES), size, mark_left=mark_left)
         if figures is not None:
             break
     if figures is None:  # pathological self-occlusion even in the safe layout: keep it, but say so
         logger.warning("sample_scene: no layout keeps %d visible joints per figure.", MIN_LABELLED_JOINTS)
-        figures = _place(posed, _layout(rng, posed, size, safe=True), size, check=False)
+        figures = _place(posed, _layout(rng, posed, size, safe=True), size, mark_left=mark_left, check=False)
     return Scene(spec=spec, size=size, figures=tuple(figures), texture_seed=int(rng.integers(2**31)))

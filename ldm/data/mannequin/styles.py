@@ -9,6 +9,10 @@
   caption's colour; the screen diffuses the edges.
 * oil painting: shaded, outlined parts and the background smeared by brush-stroke texture with colour jitter.
 
+In a world that marks sides (`sample_scene(..., mark_left=True)`), every style draws the figures' left arms and
+legs in the marking tone of the body colour (`draw.marking_tone`; shadow play: a lighter, translucent-leather
+silhouette), so that a figure's left and right stay readable after an f=8 VAE has erased its 1-2 px face cues.
+
 The background is drawn from its own random stream, so `render_scene(scene, with_figures=False)` gives exactly
 the background of the full image. Same scene, same pixels: there is no global randomness.
 
@@ -29,6 +33,7 @@ from ldm.data.mannequin.draw import (
     draw_part,
     draw_tube,
     hatch_pattern,
+    marking_tone,
     paint_background,
     pattern_field,
     shade,
@@ -41,6 +46,7 @@ from ldm.data.mannequin.scene import Scene
 
 PAPER = np.array([0.97, 0.95, 0.90], dtype=np.float32)
 SILHOUETTE = (18.0, 14.0, 10.0)
+MARKED_SILHOUETTE = (70.0, 56.0, 42.0)  # marked parts of shadow puppets: thinner, more translucent leather
 RIVET = (75.0, 50.0, 30.0)
 _RIVET_JOINTS = (7, 8, 13, 14)
 _OIL_LEVELS = ((1.0, 0.78), (0.7, 0.95), (0.35, 1.1))
@@ -86,6 +92,11 @@ def _eye_color(scene: Scene) -> tuple[float, ...]:
     return tuple(float(v) for v in candidates[int(np.argmax(scores))])
 
 
+def _body(color: np.ndarray, part: Part, scene: Scene) -> np.ndarray:
+    """The body colour of `part`: `color`, or its marking tone (kept apart from the background) for marked parts."""
+    return marking_tone(color, _rgb(scene.spec.background_color) * 255.0) if part.marked else color
+
+
 def _draw_details(canvas: np.ndarray, parts: list[Part] | tuple[Part, ...], color: tuple[float, ...]) -> None:
     for part in parts:
         if part.detail:
@@ -108,7 +119,7 @@ def _render_photo(scene: Scene, bg_rng: np.random.Generator, fig_rng: np.random.
         color = _rgb(scene.spec.figure_color) * 255.0
         for part in scene.parts:
             if not part.detail:
-                draw_tube(canvas, part, color, TUBE_LEVELS)
+                draw_tube(canvas, part, _body(color, part, scene), TUBE_LEVELS)
         _draw_details(canvas, scene.parts, _eye_color(scene))
     return cv2.GaussianBlur(canvas, (0, 0), _sigma(size, 0.004))
 
@@ -128,7 +139,7 @@ def _render_sketch(scene: Scene, bg_rng: np.random.Generator, fig_rng: np.random
     for part in scene.parts:
         if not part.detail:
             draw_part(canvas, part, outline, grow=width)
-            draw_part(canvas, part, shade(fill, part.tint))
+            draw_part(canvas, part, shade(_body(fill, part, scene), part.tint))
     _draw_details(canvas, scene.parts, outline)
     spacing, angle = max(3.0, size / 40), float(fig_rng.uniform(30, 60))
     mask = _mask(scene)
@@ -151,8 +162,9 @@ def _render_watercolor(scene: Scene, bg_rng: np.random.Generator, fig_rng: np.ra
         layer[:] = to_uint8(figure / 255.0)
         for part in scene.parts:
             if not part.detail:
-                draw_part(layer, part, shade(figure, 0.72 * part.tint), grow=0.7)
-                draw_part(layer, part, shade(figure, part.tint))
+                body = _body(figure, part, scene)
+                draw_part(layer, part, shade(body, 0.72 * part.tint), grow=0.7)
+                draw_part(layer, part, shade(body, part.tint))
         _draw_details(layer, scene.parts, _eye_color(scene))
         mask = _mask(scene)
         coverage = cv2.GaussianBlur(mask, (0, 0), _sigma(size, 0.01))
@@ -174,7 +186,7 @@ def _render_shadow_play(scene: Scene, bg_rng: np.random.Generator, fig_rng: np.r
     if figures:
         for part in scene.parts:
             if not part.detail:
-                draw_part(canvas, part, SILHOUETTE)
+                draw_part(canvas, part, MARKED_SILHOUETTE if part.marked else SILHOUETTE)
         for figure in scene.figures:
             radius = max(0.6, 0.012 * figure.height)
             for joint in _RIVET_JOINTS:
@@ -196,7 +208,7 @@ def _render_oil_painting(scene: Scene, bg_rng: np.random.Generator, fig_rng: np.
         for part in scene.parts:
             if not part.detail:
                 draw_part(canvas, part, outline, grow=max(0.5, size / 200))
-                draw_tube(canvas, part, color, _OIL_LEVELS)
+                draw_tube(canvas, part, _body(color, part, scene), _OIL_LEVELS)
         _draw_details(canvas, scene.parts, _eye_color(scene))
     texture = 1.0 + 0.09 * strokes[..., None] + 0.03 * jitter[..., None] * np.array([1.0, -0.5, -0.5], np.float32)
     painted = canvas.astype(np.float32) / 255.0 * texture

@@ -115,9 +115,9 @@ def image_id(index: int) -> str:
     return f"{index:012d}"
 
 
-def make_scene(index: int, *, seed: int = 0, size: int = 128) -> Scene:
-    """The scene of image `index` of the world with this seed."""
-    return sample_scene(np.random.default_rng([seed, index]), size=size)
+def make_scene(index: int, *, seed: int = 0, size: int = 128, mark_left: bool = True) -> Scene:
+    """The scene of image `index` of the world with this seed (`mark_left`: see `sample_scene`)."""
+    return sample_scene(np.random.default_rng([seed, index]), size=size, mark_left=mark_left)
 
 
 def _short(value: float) -> float:
@@ -150,8 +150,8 @@ def _coco_annotations(scene: Scene) -> tuple[dict, ...]:
     return tuple(annotations)
 
 
-def _write_item(index: int, *, out_dir: Path, seed: int, size: int, val_fraction: float) -> _Record:
-    scene = make_scene(index, seed=seed, size=size)
+def _write_item(index: int, *, out_dir: Path, seed: int, size: int, val_fraction: float, mark_left: bool) -> _Record:
+    scene = make_scene(index, seed=seed, size=size, mark_left=mark_left)
     style = scene.spec.style
     rel = f"{style.category}/{style.scenario}/{image_id(index)}"
     img_path, pose_path = f"images/{rel}.jpg", f"pose/{rel}.npz"
@@ -218,6 +218,7 @@ def write_mannequin_world(
     val_fraction: float = 0.1,
     workers: int = 1,
     overwrite: bool = False,
+    mark_left: bool = True,
 ) -> WorldSummary:
     """Generate `n` captioned, pose-labelled mannequin images in the Human-Art layout (see the module docstring).
 
@@ -229,6 +230,8 @@ def write_mannequin_world(
         val_fraction: share of validation images in [0, 0.5] (every 1/f-th image).
         workers: processes rendering in parallel (the files do not depend on it).
         overwrite: replace what a previous run wrote in `out_dir` (other files are kept).
+        mark_left: draw the figures' left arms and legs in a marking tone (the shipped world); False: unmarked
+            figures (same scenes and labels otherwise).
 
     Returns:
         The counts and timing.
@@ -239,7 +242,14 @@ def write_mannequin_world(
     out_dir = Path(out_dir)
     _prepare_dir(out_dir, overwrite)
     start = time.perf_counter()
-    job = partial(_write_item, out_dir=out_dir, seed=int(seed), size=int(size), val_fraction=float(val_fraction))
+    job = partial(
+        _write_item,
+        out_dir=out_dir,
+        seed=int(seed),
+        size=int(size),
+        val_fraction=float(val_fraction),
+        mark_left=bool(mark_left),
+    )
     if workers == 1:
         records = [job(index) for index in range(n)]
     else:
@@ -252,7 +262,8 @@ def write_mannequin_world(
     _write_json(out_dir / VALIDATION_COCO, _coco_file([r for r in records if r.validation], size))
     scenarios = dict(sorted(Counter(r.img_path.split("/", 1)[1].rsplit("/", 1)[0] for r in records).items()))
     info = {"generator": "ldm.data.mannequin", "format_version": _FORMAT_VERSION, "n": n, "size": size}
-    info |= {"seed": seed, "val_fraction": val_fraction, "n_train": len(train), "n_val": len(val)}
+    info |= {"seed": seed, "val_fraction": val_fraction, "mark_left": bool(mark_left)}
+    info |= {"n_train": len(train), "n_val": len(val)}
     _write_json(out_dir / INFO_FILE, info | {"scenarios": scenarios})
     if val_fraction > 0 and not val:
         logger.warning("No validation image: n=%d is too small for val_fraction=%g.", n, val_fraction)
