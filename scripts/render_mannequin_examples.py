@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     grid = render_examples(args.indices, seed=args.seed, size=args.size, columns=args.columns, mark_left=args.mark_left)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(args.out), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
+    if not cv2.imwrite(str(args.out), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9]):
         raise SystemExit(f"OpenCV could not write {args.out}.")
     logger.info("Wrote %s (%d x %d).", args.out, grid.shape[1], grid.shape[0])
     return 0

@@ -267,7 +267,7 @@ def _place(
     placements: list[tuple[float, np.ndarray]],
     size: int,
     *,
-    mark_left: bool = False,
+    mark_left: bool,
     check: bool = True,
 ) -> list[Figure] | None:
     """Figures in draw order with labels and parts; None (when `check`) if one keeps < 3 visible joints."""
