@@ -21,13 +21,14 @@ Stages (`all` runs them in this order; or one at a time):
             humansd_data/checkpoints/tiny/pose-tiny.safetensors
     pretrain  the shared UNet pre-training of the shipped recipe: plain loss with Min-SNR-5 weighting, EMA,
             `--pretrain-steps` steps of batch 64 at lr 1e-3 on the latent cache, the last `--cooldown-steps`
-            decaying linearly to 0 -> logs/mannequin/pretrained/humansd-tiny-plain.safetensors (18,500 steps with a
-            2,000-step cool-down: ~76 min on 2 CPU cores, one job with 2 threads)
+            decaying linearly to 0 -> logs/mannequin/pretrained/humansd-tiny-plain.safetensors (44,000 steps, the
+            total the shipped UNets trained for, with a 2,000-step cool-down: ~3 h on 2 CPU cores, one job with
+            2 threads, ~245 steps per minute)
     unet    train one tiny HumanSD UNet (`--mode plain|paper|reference`, scripts/train.py) and export its EMA UNet
             to .../humansd-tiny-<mode>.safetensors (UNet keys only, fp16)
 
 `all` runs world ... pose, then `pretrain`, then for each loss the shipped fine-tune: `unet` from the base file +
-the pre-trained UNet, 250 steps of batch 32 from lr 3e-4 decaying linearly to 0, without EMA (one CPU core:
+the pre-trained UNet, 250 steps of batch 32 from lr 1e-4 decaying linearly to 0, without EMA (one CPU core:
 plain ~1 min, paper ~9, reference ~12).
 
 Trailing `key=value` arguments are dotted config overrides passed to the stage's training script (e.g.
@@ -36,11 +37,11 @@ Trailing `key=value` arguments are dotted config overrides passed to the stage's
 
 Example:
     python scripts/build_mannequin_models.py all
-    python scripts/build_mannequin_models.py pretrain --pretrain-steps 18500 --cooldown-steps 2000
+    python scripts/build_mannequin_models.py pretrain --pretrain-steps 44000 --cooldown-steps 2000
     python scripts/build_mannequin_models.py unet --mode paper --seed 23 --max-steps 250 --no-ema \
         --init humansd_data/checkpoints/tiny/base-tiny.safetensors \
         --init logs/mannequin/pretrained/humansd-tiny-plain.safetensors \
-        data.params.batch_size=32 module.base_learning_rate=3e-4 module.lr_schedule=linear
+        data.params.batch_size=32 module.base_learning_rate=1e-4 module.lr_schedule=linear
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ PRETRAINED_DIR = Path("logs/mannequin/pretrained")
 # The shipped recipe (README "Results"): one pre-training, then a short fine-tune per loss from it.
 PRETRAIN_OVERRIDES = ("data.params.batch_size=64", "module.base_learning_rate=1e-3", "loss.snr_gamma=5")
 FINETUNE_STEPS = 250
-FINETUNE_OVERRIDES = ("data.params.batch_size=32", "module.base_learning_rate=3e-4", "module.lr_schedule=linear")
+FINETUNE_OVERRIDES = ("data.params.batch_size=32", "module.base_learning_rate=1e-4", "module.lr_schedule=linear")
 
 
 def _script(name: str):
@@ -317,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=23, help="seed of the init/unet stages")
     parser.add_argument("--max-steps", type=int, default=3000, help="training steps of the `unet` stage")
     parser.add_argument(
-        "--pretrain-steps", type=int, default=18500, help="steps of 64 of the `pretrain` stage (shipped: 18,500)"
+        "--pretrain-steps", type=int, default=44000, help="steps of 64 of the `pretrain` stage (shipped: 44,000 in all)"
     )
     parser.add_argument(
         "--cooldown-steps",
