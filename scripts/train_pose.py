@@ -7,6 +7,9 @@ Examples:
     # continue from trained weights (new optimizer and schedule; e.g. more epochs at a lower learning rate)
     python scripts/train_pose.py --init-from humansd_data/checkpoints/tiny/pose-tiny.safetensors \
         model.params.learning_rate=1e-3 --max-minutes 30 --out outputs/pose-more.safetensors
+    # grow a trained net into a wider one (same outputs at the start: the new channels start disconnected)
+    python scripts/train_pose.py --init-from humansd_data/checkpoints/tiny/pose-tiny.safetensors --grow \
+        model.params.pose_config=configs/pose/higherhrnet_tiny_mannequin_w24.yaml --out outputs/pose-w24.safetensors
     # smoke run on another dataset root
     python scripts/train_pose.py data_root=/tmp/world trainer.max_steps=20 trainer.val_check_interval=10
 
@@ -29,6 +32,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from ldm.config import instantiate, load_config
 from ldm.pose.estimator import check_pose_state_dict, load_pose_state_dict
+from ldm.pose.grow import widen_pose_state_dict
 from ldm.training.pose_module import PoseNetModule, check_pose_train_config, export_pose_weights
 
 logger = logging.getLogger("train_pose")
@@ -42,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--init-from", type=Path, help="start from these HigherHRNet weights (.safetensors or mmcv .pth; strict)"
     )
+    p.add_argument(
+        "--grow",
+        action="store_true",
+        help="--init-from weights may be narrower than the config's network: widen them without changing the "
+        "outputs (ldm.pose.grow), then train",
+    )
     p.add_argument("--half", action="store_true", help="export float16 weights (half the file size)")
     p.add_argument("--max-minutes", type=float, help="stop training after this many minutes (Trainer max_time)")
     p.add_argument(
@@ -50,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-dir", type=Path, default=Path("outputs/train_pose"), help="Lightning logs and checkpoints")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level")
     return p
+
+
+def _init_net(module: PoseNetModule, path: Path, *, grow: bool) -> None:
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_pose_state_dict(path).items()}
+    if grow:
+        state = widen_pose_state_dict(state, module.net)
+    module.net.load_state_dict(check_pose_state_dict(state, module.net, str(path)))
+    logger.info("Initialised the network from %s%s.", path, " (widened)" if grow else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,10 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         pl.seed_everything(cfg.get("seed", 0), workers=True)
         datamodule = instantiate(cfg["data"])
         module: PoseNetModule = instantiate(cfg["model"])
+        if args.grow and args.init_from is None:
+            raise ValueError("--grow needs --init-from (the trained weights to widen).")
         if args.init_from is not None:
-            state = check_pose_state_dict(load_pose_state_dict(args.init_from), module.net, str(args.init_from))
-            module.net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-            logger.info("Initialised the network from %s.", args.init_from)
+            _init_net(module, args.init_from, grow=args.grow)
     except (ValueError, FileNotFoundError, TypeError) as err:
         print(f"train_pose: error: {err}", file=sys.stderr)
         return 2
@@ -87,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None:
         meta = {"train_config": str(args.config), "overrides": " ".join(args.overrides)}
         meta |= {"init_from": str(args.init_from)} if args.init_from is not None else {}
+        meta |= {"grown_from": str(args.init_from)} if args.grow else {}
         meta |= {"global_step": str(trainer.global_step), "val_ap": f"{metrics['val/ap']:.4f}"}
         export_pose_weights(module.net, args.out, pose_config=module.pose_config, half=args.half, metadata=meta)
     return 0

@@ -26,6 +26,7 @@ from ldm.training.pose_module import (
     PoseNetModule,
     check_pose_train_config,
     export_pose_weights,
+    init_from_scratch,
     read_exported_pose_config,
 )
 from ldm.training.pose_targets import ae_loss, bottom_up_loss, compute_pose_targets, udp_scale
@@ -365,12 +366,18 @@ def test_bad_train_configs() -> None:
         check_pose_train_config(cfg | {"trainer": {"max_step": 10}})
 
 
-def test_script_rejects_bad_overrides(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def _train_pose_script():
+    """scripts/train_pose.py as a module."""
     sys.path.insert(0, str(REPO / "scripts"))
     try:
         import train_pose
     finally:
         sys.path.pop(0)
+    return train_pose
+
+
+def test_script_rejects_bad_overrides(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    train_pose = _train_pose_script()
     assert train_pose.main(["--config", str(TRAIN_CONFIG), "model.params.bogus=1", "data_root=/nonexistent"]) == 2
     assert "PoseNetModule: unknown config key(s) ['bogus']" in capsys.readouterr().err
     assert train_pose.main(["--config", str(TRAIN_CONFIG), "--out", str(tmp_path / "w.pth")]) == 2
@@ -390,11 +397,7 @@ def _small_run(tiny_dataset: Path, *extra: str) -> list[str]:
 
 
 def test_script_trains_validates_and_exports(tiny_dataset: Path, tmp_path: Path) -> None:
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        import train_pose
-    finally:
-        sys.path.pop(0)
+    train_pose = _train_pose_script()
     out = tmp_path / "pose.safetensors"
     overrides = _small_run(tiny_dataset, "trainer.max_steps=2", "trainer.val_check_interval=2")
     argv = ["--config", str(TRAIN_CONFIG), *overrides, "--out", str(out), "--log-dir", str(tmp_path / "logs")]
@@ -410,11 +413,7 @@ def test_script_trains_validates_and_exports(tiny_dataset: Path, tmp_path: Path)
 
 
 def test_script_continues_from_trained_weights(tiny_dataset: Path, tmp_path: Path, capsys) -> None:
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        import train_pose
-    finally:
-        sys.path.pop(0)
+    train_pose = _train_pose_script()
     from safetensors.torch import load_file, save_file
 
     from ldm.pose.higherhrnet import HigherHRNet
@@ -468,3 +467,31 @@ def test_eval_pose_cli_by_area_and_decoder_settings(tmp_path: Path, capsys) -> N
     ]:
         assert eval_pose.main([*common, *argv]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_script_grows_a_trained_net_into_a_wider_one(tiny_dataset: Path, tmp_path: Path, capsys) -> None:
+    train_pose = _train_pose_script()
+    from safetensors.torch import save_file
+
+    from ldm.pose.higherhrnet import HigherHRNet
+
+    torch.manual_seed(4)
+    narrow = HigherHRNet(load_pose_config(MANNEQUIN_POSE_CONFIG).net).eval()
+    init_from_scratch(narrow)  # weights of a trained scale (MMPose's init gives near-zero outputs)
+    start = tmp_path / "start.safetensors"
+    save_file({k: v.contiguous() for k, v in narrow.state_dict().items()}, str(start))
+    wide_config = REPO / "configs/pose/higherhrnet_tiny_mannequin_w24.yaml"
+    overrides = _small_run(tiny_dataset, "trainer.max_steps=0", f"model.params.pose_config={wide_config}")
+    out = tmp_path / "wide.safetensors"
+    argv = ["--config", str(TRAIN_CONFIG), *overrides, "--log-dir", str(tmp_path / "logs"), "--out", str(out)]
+    assert train_pose.main([*argv, "--init-from", str(start)]) == 2  # without --grow: a strict shape check
+    assert "shape mismatches" in capsys.readouterr().err
+    assert train_pose.main([*argv, "--grow"]) == 2
+    assert "--grow needs --init-from" in capsys.readouterr().err
+    assert train_pose.main([*argv, "--init-from", str(start), "--grow"]) == 0
+    wide = PoseEstimator.from_checkpoint(out, wide_config).net.eval()
+    assert wide.config.stage4.num_channels == (24, 48, 96, 192)
+    images = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        for want, got in zip(narrow(images), wide(images)):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
