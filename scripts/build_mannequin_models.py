@@ -17,8 +17,9 @@ Stages (`all` runs them in this order; or one at a time):
             scripts/make_vae_roundtrip_world.py) -> humansd_data/datasets/MannequinRoundTrip, so the pose net also
             learns to read decoder output
     pose    train the tiny HigherHRNet (scripts/train_pose.py) on the training splits of the worlds present: base,
-            extra, and the round trips (listed twice: a third of the samples) ->
-            humansd_data/checkpoints/tiny/pose-tiny.safetensors
+            extra, and the round trips (listed twice: a third of the samples): the 16-wide net from scratch
+            (logs/mannequin/pose-w16.safetensors), then grown 1.5x wider and trained 4,000 more steps (`--init`:
+            only this second part, from the given weights) -> humansd_data/checkpoints/tiny/pose-tiny.safetensors
     pretrain  the shared UNet pre-training of the shipped recipe: plain loss with Min-SNR-5 weighting, EMA,
             `--pretrain-steps` steps of batch 64 at lr 1e-3 on the latent cache, the last `--cooldown-steps`
             decaying linearly to 0 -> logs/mannequin/pretrained/humansd-tiny-plain.safetensors (44,000 steps, the
@@ -75,6 +76,15 @@ PRETRAINED_DIR = Path("logs/mannequin/pretrained")
 # The shipped recipe (README "Results"): one pre-training, then a short fine-tune per loss from it.
 PRETRAIN_OVERRIDES = ("data.params.batch_size=64", "module.base_learning_rate=1e-3", "loss.snr_gamma=5")
 FINETUNE_STEPS = 250
+# The shipped pose net: the 16-wide net grown 1.5x wider (same outputs at the start), then 4,000 steps of 32.
+POSE_W16 = Path("logs/mannequin/pose-w16.safetensors")
+POSE_GROW_OVERRIDES = (
+    "model.params.pose_config=configs/pose/higherhrnet_tiny_mannequin.yaml",
+    "model.params.learning_rate=1e-3",
+    "data.params.batch_size=32",
+    "trainer.max_steps=4000",
+    "trainer.val_check_interval=2000",
+)
 FINETUNE_OVERRIDES = ("data.params.batch_size=32", "module.base_learning_rate=1e-4", "module.lr_schedule=linear")
 
 
@@ -107,19 +117,22 @@ def stage_world(args: argparse.Namespace) -> None:
 
 
 def stage_pose(args: argparse.Namespace) -> None:
-    argv = ["--config", "configs/tiny/mannequin-pose.yaml", "--out", str(TINY / "pose-tiny.safetensors")]
-    if args.init:  # continue from trained weights (e.g. the shipped net) instead of from scratch
-        if len(args.init) != 1:
-            raise SystemExit("`pose --init` takes one HigherHRNet weights file.")
-        argv += ["--init-from", str(args.init[0])]
-    if args.max_minutes is not None:
-        argv += ["--max-minutes", str(args.max_minutes)]
     maps = [WORLD / "mapping_file_training.json"]
     maps += [p for p in [EXTRA_WORLD / "mapping_file_training.json"] if p.is_file()]
     maps += 2 * [p for p in [ROUNDTRIP_WORLD / "mapping_file_training.json"] if p.is_file()]
-    if len(maps) > 1:
-        argv.append(f"data.params.train.map_file=[{','.join(map(str, maps))}]")
-    _run("train_pose", argv + args.overrides)
+    data = [f"data.params.train.map_file=[{','.join(map(str, maps))}]"] if len(maps) > 1 else []
+    limit = ["--max-minutes", str(args.max_minutes)] if args.max_minutes is not None else []
+    if args.init:  # continue from trained weights (e.g. the shipped net), growing them if they are narrower
+        if len(args.init) != 1:
+            raise SystemExit("`pose --init` takes one HigherHRNet weights file.")
+        start = args.init[0]
+    else:  # the 16-wide net from scratch (the config's schedule)
+        start = POSE_W16
+        argv = ["--config", "configs/tiny/mannequin-pose.yaml", "--out", str(start), *limit]
+        _run("train_pose", argv + data + args.overrides)
+    argv = ["--config", "configs/tiny/mannequin-pose.yaml", "--init-from", str(start), "--grow"]
+    argv += ["--out", str(TINY / "pose-tiny.safetensors"), *limit, *POSE_GROW_OVERRIDES]
+    _run("train_pose", argv + data + args.overrides)
 
 
 def stage_roundtrip(args: argparse.Namespace) -> None:

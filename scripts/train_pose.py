@@ -7,14 +7,14 @@ Examples:
     # continue from trained weights (new optimizer and schedule; e.g. more epochs at a lower learning rate)
     python scripts/train_pose.py --init-from humansd_data/checkpoints/tiny/pose-tiny.safetensors \
         model.params.learning_rate=1e-3 --max-minutes 30 --out outputs/pose-more.safetensors
-    # grow a trained net into a wider one (same outputs at the start: the new channels start disconnected)
-    python scripts/train_pose.py --init-from humansd_data/checkpoints/tiny/pose-tiny.safetensors --grow \
-        model.params.pose_config=configs/pose/higherhrnet_tiny_mannequin_w24.yaml --out outputs/pose-w24.safetensors
+    # grow a trained 16-wide net into the shipped, 1.5x wider one (same outputs at the start), then train on
+    python scripts/train_pose.py --init-from pose-w16.safetensors --grow \
+        model.params.pose_config=configs/pose/higherhrnet_tiny_mannequin.yaml --out outputs/pose-grown.safetensors
     # smoke run on another dataset root
     python scripts/train_pose.py data_root=/tmp/world trainer.max_steps=20 trainer.val_check_interval=10
 
 Positional ``key=value`` arguments override config entries (OmegaConf dotted keys). The exported file loads with
-``PoseEstimator.from_checkpoint(out, "configs/pose/higherhrnet_tiny_mannequin.yaml")`` (the model's pose_config).
+``PoseEstimator.from_checkpoint(out, config)`` with the model's pose_config (also stored in the file's metadata).
 """
 
 from __future__ import annotations

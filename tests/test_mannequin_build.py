@@ -231,11 +231,17 @@ def test_pose_stage_continues_from_given_weights(monkeypatch, tmp_path):
     monkeypatch.setattr(build, "_run", lambda name, argv: calls.append((name, argv)))
     start = tmp_path / "pose.safetensors"
     assert build.main(["pose", "--init", str(start), "trainer.max_steps=5"]) == 0
+    assert len(calls) == 1  # only the grow-and-train part
     name, argv = calls[-1]
-    assert name == "train_pose" and argv[argv.index("--init-from") + 1] == str(start)
-    assert argv[-1] == "trainer.max_steps=5"
+    assert name == "train_pose" and argv[argv.index("--init-from") + 1] == str(start) and "--grow" in argv
+    assert "model.params.pose_config=configs/pose/higherhrnet_tiny_mannequin.yaml" in argv
+    assert argv[-1] == "trainer.max_steps=5"  # the user's overrides come last, so they win
+    calls.clear()
     build.main(["pose"])
-    assert "--init-from" not in calls[-1][1]  # from scratch by default
+    (_, scratch), (_, grown) = calls
+    assert "--init-from" not in scratch and scratch[scratch.index("--out") + 1] == str(build.POSE_W16)
+    assert grown[grown.index("--init-from") + 1] == str(build.POSE_W16) and "--grow" in grown
+    assert grown[grown.index("--out") + 1] == str(build.TINY / "pose-tiny.safetensors")
     with pytest.raises(SystemExit, match="one HigherHRNet"):
         build.main(["pose", "--init", "a", "--init", "b"])
 

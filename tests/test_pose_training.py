@@ -33,7 +33,8 @@ from ldm.training.pose_targets import ae_loss, bottom_up_loss, compute_pose_targ
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_CONFIG = REPO / "configs/tiny/mannequin-pose.yaml"
-MANNEQUIN_POSE_CONFIG = REPO / "configs/pose/higherhrnet_tiny_mannequin.yaml"
+W16_POSE_CONFIG = REPO / "configs/pose/higherhrnet_tiny_mannequin_w16.yaml"  # what TRAIN_CONFIG trains
+SHIPPED_POSE_CONFIG = REPO / "configs/pose/higherhrnet_tiny_mannequin.yaml"  # grown 1.5x wider from it
 
 
 @pytest.fixture(autouse=True)
@@ -248,7 +249,7 @@ def test_normalisation_matches_the_estimator() -> None:
     module = PoseNetModule("tiny")
     image = np.random.default_rng(0).integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
     as_dataset = torch.from_numpy(image.astype(np.float64) / 255 * 2 - 1).permute(2, 0, 1)[None].float()
-    estimator = PoseEstimator(module.net, test_config=load_pose_config(MANNEQUIN_POSE_CONFIG).test)
+    estimator = PoseEstimator(module.net, test_config=load_pose_config(W16_POSE_CONFIG).test)
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
     expected = (x - estimator.pixel_mean) / estimator.pixel_std
     torch.testing.assert_close(module.normalize(as_dataset), expected, atol=1e-5, rtol=0)
@@ -256,15 +257,15 @@ def test_normalisation_matches_the_estimator() -> None:
 
 def test_export_round_trip(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    config = load_pose_config(MANNEQUIN_POSE_CONFIG)
-    module = PoseNetModule(MANNEQUIN_POSE_CONFIG)
+    config = load_pose_config(W16_POSE_CONFIG)
+    module = PoseNetModule(W16_POSE_CONFIG)
     for p in module.net.parameters():
         p.data.normal_(0, 0.05)  # non-trivial weights
     module.net.eval()
     x = torch.randn(1, 3, 64, 64)
     path = export_pose_weights(module.net, tmp_path / "pose.safetensors", pose_config=config, metadata={"a": "b"})
     assert read_exported_pose_config(path) == config
-    loaded = PoseEstimator.from_checkpoint(path, MANNEQUIN_POSE_CONFIG)
+    loaded = PoseEstimator.from_checkpoint(path, W16_POSE_CONFIG)
     with torch.no_grad():
         torch.testing.assert_close(loaded.net(x).half, module.net(x).half)
     half = export_pose_weights(module.net, tmp_path / "half.safetensors", pose_config=config, half=True)
@@ -402,7 +403,7 @@ def test_script_trains_validates_and_exports(tiny_dataset: Path, tmp_path: Path)
     overrides = _small_run(tiny_dataset, "trainer.max_steps=2", "trainer.val_check_interval=2")
     argv = ["--config", str(TRAIN_CONFIG), *overrides, "--out", str(out), "--log-dir", str(tmp_path / "logs")]
     assert train_pose.main(argv) == 0
-    estimator = PoseEstimator.from_checkpoint(out, MANNEQUIN_POSE_CONFIG)
+    estimator = PoseEstimator.from_checkpoint(out, W16_POSE_CONFIG)
     assert estimator.test_config.input_size == 128
     persons = estimator.detect(np.zeros((64, 64, 3), np.uint8))
     assert isinstance(persons, list)
@@ -420,7 +421,7 @@ def test_script_continues_from_trained_weights(tiny_dataset: Path, tmp_path: Pat
 
     torch.manual_seed(3)
     start = tmp_path / "start.safetensors"
-    net = HigherHRNet(load_pose_config(MANNEQUIN_POSE_CONFIG).net)
+    net = HigherHRNet(load_pose_config(W16_POSE_CONFIG).net)
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(start))
     overrides = _small_run(tiny_dataset, "trainer.max_steps=0")
     out = tmp_path / "out.safetensors"
@@ -476,11 +477,11 @@ def test_script_grows_a_trained_net_into_a_wider_one(tiny_dataset: Path, tmp_pat
     from ldm.pose.higherhrnet import HigherHRNet
 
     torch.manual_seed(4)
-    narrow = HigherHRNet(load_pose_config(MANNEQUIN_POSE_CONFIG).net).eval()
+    narrow = HigherHRNet(load_pose_config(W16_POSE_CONFIG).net).eval()
     init_from_scratch(narrow)  # weights of a trained scale (MMPose's init gives near-zero outputs)
     start = tmp_path / "start.safetensors"
     save_file({k: v.contiguous() for k, v in narrow.state_dict().items()}, str(start))
-    wide_config = REPO / "configs/pose/higherhrnet_tiny_mannequin_w24.yaml"
+    wide_config = SHIPPED_POSE_CONFIG
     overrides = _small_run(tiny_dataset, "trainer.max_steps=0", f"model.params.pose_config={wide_config}")
     out = tmp_path / "wide.safetensors"
     argv = ["--config", str(TRAIN_CONFIG), *overrides, "--log-dir", str(tmp_path / "logs"), "--out", str(out)]
