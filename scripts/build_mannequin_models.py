@@ -18,8 +18,8 @@ Stages (`all` runs them in this order; or one at a time):
             learns to read decoder output
     pose    train the tiny HigherHRNet (scripts/train_pose.py) on the training splits of the worlds present: base,
             extra, and the round trips (listed twice: a third of the samples): the 16-wide net from scratch
-            (logs/mannequin/pose-w16.safetensors), then grown 1.5x wider and trained 4,000 more steps (`--init`:
-            only this second part, from the given weights) -> humansd_data/checkpoints/tiny/pose-tiny.safetensors
+            (logs/mannequin/pose-w16.safetensors), then grown 1.5x wider and trained 4,000 + 2,500 more steps
+            (`--init`: only these, from the given weights) -> humansd_data/checkpoints/tiny/pose-tiny.safetensors
     pretrain  the shared UNet pre-training of the shipped recipe: plain loss with Min-SNR-5 weighting, EMA,
             `--pretrain-steps` steps of batch 64 at lr 1e-3 on the latent cache, the last `--cooldown-steps`
             decaying linearly to 0 -> logs/mannequin/pretrained/humansd-tiny-plain.safetensors (44,000 steps, the
@@ -76,14 +76,24 @@ PRETRAINED_DIR = Path("logs/mannequin/pretrained")
 # The shipped recipe (README "Results"): one pre-training, then a short fine-tune per loss from it.
 PRETRAIN_OVERRIDES = ("data.params.batch_size=64", "module.base_learning_rate=1e-3", "loss.snr_gamma=5")
 FINETUNE_STEPS = 250
-# The shipped pose net: the 16-wide net grown 1.5x wider (same outputs at the start), then 4,000 steps of 32.
+# The shipped pose net: the 16-wide net grown 1.5x wider (same outputs at the start), then 4,000 steps of 32 from
+# lr 1e-3 and 2,500 more from 5e-4 (exported in float16).
 POSE_W16 = Path("logs/mannequin/pose-w16.safetensors")
+POSE_GROWN = Path("logs/mannequin/pose-grown.safetensors")
 POSE_GROW_OVERRIDES = (
     "model.params.pose_config=configs/pose/higherhrnet_tiny_mannequin.yaml",
     "model.params.learning_rate=1e-3",
     "data.params.batch_size=32",
     "trainer.max_steps=4000",
     "trainer.val_check_interval=2000",
+)
+POSE_FINAL_OVERRIDES = (
+    *POSE_GROW_OVERRIDES[:1],
+    "model.params.learning_rate=5e-4",
+    "model.params.warmup_steps=50",
+    "data.params.batch_size=32",
+    "trainer.max_steps=2500",
+    "trainer.val_check_interval=2500",
 )
 FINETUNE_OVERRIDES = ("data.params.batch_size=32", "module.base_learning_rate=1e-4", "module.lr_schedule=linear")
 
@@ -130,9 +140,11 @@ def stage_pose(args: argparse.Namespace) -> None:
         start = POSE_W16
         argv = ["--config", "configs/tiny/mannequin-pose.yaml", "--out", str(start), *limit]
         _run("train_pose", argv + data + args.overrides)
-    argv = ["--config", "configs/tiny/mannequin-pose.yaml", "--init-from", str(start), "--grow"]
-    argv += ["--out", str(TINY / "pose-tiny.safetensors"), *limit, *POSE_GROW_OVERRIDES]
+    config = ["--config", "configs/tiny/mannequin-pose.yaml", *limit]
+    argv = [*config, "--init-from", str(start), "--grow", "--out", str(POSE_GROWN), *POSE_GROW_OVERRIDES]
     _run("train_pose", argv + data + args.overrides)
+    argv = [*config, "--init-from", str(POSE_GROWN), "--out", str(TINY / "pose-tiny.safetensors"), "--half"]
+    _run("train_pose", argv + list(POSE_FINAL_OVERRIDES) + data + args.overrides)
 
 
 def stage_roundtrip(args: argparse.Namespace) -> None:

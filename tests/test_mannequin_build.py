@@ -231,17 +231,18 @@ def test_pose_stage_continues_from_given_weights(monkeypatch, tmp_path):
     monkeypatch.setattr(build, "_run", lambda name, argv: calls.append((name, argv)))
     start = tmp_path / "pose.safetensors"
     assert build.main(["pose", "--init", str(start), "trainer.max_steps=5"]) == 0
-    assert len(calls) == 1  # only the grow-and-train part
-    name, argv = calls[-1]
-    assert name == "train_pose" and argv[argv.index("--init-from") + 1] == str(start) and "--grow" in argv
-    assert "model.params.pose_config=configs/pose/higherhrnet_tiny_mannequin.yaml" in argv
-    assert argv[-1] == "trainer.max_steps=5"  # the user's overrides come last, so they win
+    assert len(calls) == 2  # only the grow-and-train part and the final, lower-rate run
+    (_, grown), (name, final) = calls
+    assert name == "train_pose" and grown[grown.index("--init-from") + 1] == str(start) and "--grow" in grown
+    assert "model.params.pose_config=configs/pose/higherhrnet_tiny_mannequin.yaml" in grown
+    assert final[final.index("--init-from") + 1] == str(build.POSE_GROWN) and "--half" in final
+    assert final[final.index("--out") + 1] == str(build.TINY / "pose-tiny.safetensors")
+    assert grown[-1] == final[-1] == "trainer.max_steps=5"  # the user's overrides come last, so they win
     calls.clear()
     build.main(["pose"])
-    (_, scratch), (_, grown) = calls
+    (_, scratch), (_, grown), _ = calls
     assert "--init-from" not in scratch and scratch[scratch.index("--out") + 1] == str(build.POSE_W16)
     assert grown[grown.index("--init-from") + 1] == str(build.POSE_W16) and "--grow" in grown
-    assert grown[grown.index("--out") + 1] == str(build.TINY / "pose-tiny.safetensors")
     with pytest.raises(SystemExit, match="one HigherHRNet"):
         build.main(["pose", "--init", "a", "--init", "b"])
 
