@@ -80,18 +80,20 @@ FINETUNE_STEPS = 250
 # lr 1e-3 and 2,500 more from 5e-4 (exported in float16).
 POSE_W16 = Path("logs/mannequin/pose-w16.safetensors")
 POSE_GROWN = Path("logs/mannequin/pose-grown.safetensors")
-POSE_GROW_OVERRIDES = (
+POSE_GROWN_CONFIG = (
     "model.params.pose_config=configs/pose/higherhrnet_tiny_mannequin.yaml",
-    "model.params.learning_rate=1e-3",
     "data.params.batch_size=32",
+)
+POSE_GROW_OVERRIDES = (
+    *POSE_GROWN_CONFIG,
+    "model.params.learning_rate=1e-3",
     "trainer.max_steps=4000",
     "trainer.val_check_interval=2000",
 )
 POSE_FINAL_OVERRIDES = (
-    *POSE_GROW_OVERRIDES[:1],
+    *POSE_GROWN_CONFIG,
     "model.params.learning_rate=5e-4",
     "model.params.warmup_steps=50",
-    "data.params.batch_size=32",
     "trainer.max_steps=2500",
     "trainer.val_check_interval=2500",
 )
@@ -144,7 +146,7 @@ def stage_pose(args: argparse.Namespace) -> None:
     argv = [*config, "--init-from", str(start), "--grow", "--out", str(POSE_GROWN), *POSE_GROW_OVERRIDES]
     _run("train_pose", argv + data + args.overrides)
     argv = [*config, "--init-from", str(POSE_GROWN), "--out", str(TINY / "pose-tiny.safetensors"), "--half"]
-    _run("train_pose", argv + list(POSE_FINAL_OVERRIDES) + data + args.overrides)
+    _run("train_pose", argv + [*POSE_FINAL_OVERRIDES, *data, *args.overrides])
 
 
 def stage_roundtrip(args: argparse.Namespace) -> None:

@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None:
         meta = {"train_config": str(args.config), "overrides": " ".join(args.overrides)}
         meta |= {"init_from": str(args.init_from)} if args.init_from is not None else {}
-        meta |= {"grown_from": str(args.init_from)} if args.grow else {}
+        meta |= {"init_grown": "true"} if args.grow else {}
         meta |= {"global_step": str(trainer.global_step), "val_ap": f"{metrics['val/ap']:.4f}"}
         export_pose_weights(module.net, args.out, pose_config=module.pose_config, half=args.half, metadata=meta)
     return 0
