@@ -73,6 +73,7 @@ INIT = Path("logs/mannequin/init.safetensors")
 CACHE = WORLD / "latents-train.safetensors"
 MODES = ("plain", "paper", "reference")
 PRETRAINED_DIR = Path("logs/mannequin/pretrained")
+SHARED_PREFIXES = ("first_stage_model.", "cond_stage_model.")  # the base file: VAE + text tower
 # The shipped recipe (README "Results"): one pre-training, then a short fine-tune per loss from it.
 PRETRAIN_OVERRIDES = ("data.params.batch_size=64", "module.base_learning_rate=1e-3", "loss.snr_gamma=5")
 FINETUNE_STEPS = 250
@@ -201,15 +202,20 @@ def stage_init(args: argparse.Namespace) -> None:
         logger.info("No %s: taking the VAE from %s.", vae_file, TINY / "base-tiny.safetensors")
         vae_file = TINY / "base-tiny.safetensors"
     load_prefixed(model.vae, vae_file, "first_stage_model.")  # only the VAE; the rest stays as initialised
+    state = model.state_dict()
+    # The base file holds the VAE and the text tower in float16: round them here, so that init.safetensors, the base
+    # file and the latent cache (encoded from the base file) hold the same encoder bit for bit (a float32 vae-tiny
+    # would otherwise give a cache that `pretrain` refuses) and the UNets train with the VAE that ships.
+    for name, tensor in state.items():
+        if name.startswith(SHARED_PREFIXES) and tensor.is_floating_point():
+            tensor.copy_(tensor.half())
     data = HumanPoseDataset(map_file=str(WORLD / "mapping_file_training.json"), image_size=128, augment=False)
     images = torch.stack([data[i]["image"] for i in range(0, len(data), max(1, len(data) // 256))])
     std = float(model.vae.encode(images).sample(torch.Generator().manual_seed(0)).std())
     logger.info("VAE latent std %.4f -> scale factor %.5f (config had %.5f)", std, 1 / std, model.scale_factor)
     _set_scale_factor(MODEL_CONFIG, 1 / std)  # the UNet stages train (and the pipeline samples) at unit variance
-    state = model.state_dict()
     # Shared by every tiny UNet: VAE + text tower (fp16) and the schedule buffers (kept float32).
-    prefixes = ("first_stage_model.", "cond_stage_model.")
-    base = {k: v.half().contiguous() for k, v in state.items() if k.startswith(prefixes)}
+    base = {k: v.half().contiguous() for k, v in state.items() if k.startswith(SHARED_PREFIXES)}
     base.update({k: state[k].contiguous() for k in SCHEDULE_BUFFER_NAMES})
     TINY.mkdir(parents=True, exist_ok=True)
     save_file(base, str(TINY / "base-tiny.safetensors"), metadata={"latent_std": f"{std:.6f}", "seed": str(args.seed)})

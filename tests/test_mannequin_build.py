@@ -73,6 +73,55 @@ def test_init_rewrites_only_the_scale_factor(tmp_path):
         build._set_scale_factor(config, 0.3)
 
 
+def test_init_stage_writes_the_float16_vae_it_ships_into_the_init_file(monkeypatch, tmp_path):
+    """A float32 vae-tiny (what train_autoencoder writes) must give an init file whose encoder is the base file's,
+    or the latent cache (encoded from the base file) would not match the UNet's VAE and `pretrain` would refuse it."""
+    import argparse
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from ldm.checkpoint import load_prefixed
+    from ldm.config import load_config
+    from ldm.data.latent_cache import vae_fingerprint
+    from ldm.data.synthetic import write_tiny_dataset
+    from ldm.inference.loading import build_model
+
+    build = _script("build_mannequin_models")
+    config = tmp_path / "mannequin-humansd.yaml"
+    shutil.copy(REPO / "configs/tiny/mannequin-humansd.yaml", config)
+    world = write_tiny_dataset(tmp_path / "world", n=6, size=128, seed=0).parent
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    torch.manual_seed(1)
+    vae = build_model(load_config(config)).vae
+    with torch.no_grad():
+        for p in vae.parameters():
+            p.add_(torch.randn_like(p) * 1e-4)  # values that float16 cannot hold exactly
+    save_file(
+        {f"first_stage_model.{k}": v.contiguous() for k, v in vae.state_dict().items()}, tiny / "vae-tiny.safetensors"
+    )
+    for name, value in (
+        ("MODEL_CONFIG", config),
+        ("WORLD", world),
+        ("TINY", tiny),
+        ("INIT", tmp_path / "init.safetensors"),
+    ):
+        monkeypatch.setattr(build, name, value)
+    build.stage_init(argparse.Namespace(seed=23))
+
+    def encoder_of(path):
+        model_vae = build_model(load_config(config)).vae
+        load_prefixed(model_vae, path, "first_stage_model.")
+        return vae_fingerprint(model_vae)
+
+    assert encoder_of(tmp_path / "init.safetensors") == encoder_of(tiny / "base-tiny.safetensors")
+    assert encoder_of(tmp_path / "init.safetensors") != vae_fingerprint(vae)  # rounded, not the float32 file
+    assert load_file(tiny / "base-tiny.safetensors")["first_stage_model.quant_conv.weight"].dtype == torch.float16
+    assert "scale_factor: 0.32064" not in config.read_text()  # measured on this VAE and written
+
+
 def test_builder_passes_overrides_and_rejects_bare_words(monkeypatch, capsys):
     build = _script("build_mannequin_models")
     seen = {}
