@@ -22,9 +22,9 @@ Stages (`all` runs them in this order; or one at a time):
             (`--init`: only these, from the given weights) -> humansd_data/checkpoints/tiny/pose-tiny.safetensors
     pretrain  the shared UNet pre-training of the shipped recipe: plain loss with Min-SNR-5 weighting, EMA,
             `--pretrain-steps` steps of batch 64 at lr 1e-3 on the latent cache, the last `--cooldown-steps`
-            decaying linearly to 0 -> logs/mannequin/pretrained/humansd-tiny-plain.safetensors (44,000 steps, the
-            total the shipped UNets trained for, with a 2,000-step cool-down: ~3 h on 2 CPU cores, one job with
-            2 threads, ~245 steps per minute)
+            decaying linearly to 0 -> logs/mannequin/pretrained/humansd-tiny-plain.safetensors (24,000 steps, the
+            total the shipped UNets trained for, with a 2,000-step cool-down: ~2 h on 2 CPU cores, one job with
+            2 threads, ~195 steps per minute)
     unet    train one tiny HumanSD UNet (`--mode plain|paper|reference`, scripts/train.py) and export its EMA UNet
             to .../humansd-tiny-<mode>.safetensors (UNet keys only, fp16)
 
@@ -38,7 +38,7 @@ Trailing `key=value` arguments are dotted config overrides passed to the stage's
 
 Example:
     python scripts/build_mannequin_models.py all
-    python scripts/build_mannequin_models.py pretrain --pretrain-steps 44000 --cooldown-steps 2000
+    python scripts/build_mannequin_models.py pretrain --pretrain-steps 24000 --cooldown-steps 2000
     python scripts/build_mannequin_models.py unet --mode paper --seed 23 --max-steps 250 --no-ema \
         --init humansd_data/checkpoints/tiny/base-tiny.safetensors \
         --init logs/mannequin/pretrained/humansd-tiny-plain.safetensors \
@@ -351,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=23, help="seed of the init/unet stages")
     parser.add_argument("--max-steps", type=int, default=3000, help="training steps of the `unet` stage")
     parser.add_argument(
-        "--pretrain-steps", type=int, default=44000, help="steps of 64 of the `pretrain` stage (shipped: 44,000 in all)"
+        "--pretrain-steps", type=int, default=24000, help="steps of 64 of the `pretrain` stage (shipped: 24,000 in all)"
     )
     parser.add_argument(
         "--cooldown-steps",

@@ -145,6 +145,16 @@ def test_shipped_unets_load_strictly_with_the_shared_base(mode, monkeypatch):
     assert sum(p.numel() for p in model.unet.parameters()) > 2_000_000
 
 
+def test_shipped_tiny_weights_fit_the_30_mb_budget():
+    """Issue #5's budget for everything under checkpoints/tiny: base (VAE + text tower), pose net, three UNets."""
+    files = sorted((REPO / "humansd_data/checkpoints/tiny").glob("*.safetensors"))
+    expected = {"base-tiny.safetensors", "pose-tiny.safetensors"} | {
+        f"humansd-tiny-{m}.safetensors" for m in ("plain", "paper", "reference")
+    }
+    assert {f.name for f in files} >= expected
+    assert sum(f.stat().st_size for f in files) <= 30_000_000
+
+
 def test_shipped_pose_net_finds_the_figures_of_unseen_scenes():
     """The shipped tiny HigherHRNet (its config read from the file) on 24 scenes of a seed no world was built from."""
     from ldm.data.mannequin import make_scene, render_scene
