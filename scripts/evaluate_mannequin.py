@@ -11,12 +11,16 @@ Generated images already in the output folder are reused (not generated again), 
 `--pose-checkpoint` re-scores earlier samples in seconds.
 
 Several seeds per mode give a mean ± std row per mode. Runs split over processes (one mode each, say) are
-combined with `--merge`.
+combined with `--merge`. `--compare` re-scores the generated images of earlier runs in paired folds: every loss
+samples each validation entry with the same pose, prompt and noise, so the difference to the baseline loss of the
+same training seed, fold by fold, tells how far apart two losses are beyond the sampling noise.
 
 Example:
     python scripts/evaluate_mannequin.py --limit 150 --steps 25 --outdir outputs/mannequin_eval
     python scripts/evaluate_mannequin.py --modes paper --seeds 23 24 25 --device cuda --outdir outputs/eval_paper
     python scripts/evaluate_mannequin.py --merge outputs/eval_plain outputs/eval_paper --outdir outputs/eval_all
+    python scripts/evaluate_mannequin.py --compare outputs/eval_plain outputs/eval_paper --folds 10 \
+        --outdir outputs/eval_all
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import re
 import statistics
 import sys
 import time
@@ -158,12 +164,29 @@ def main(argv: list[str] | None = None) -> int:
         "each error type corrected) to ablation.json and a second table",
     )
     p.add_argument("--merge", nargs="+", type=Path, metavar="DIR", help="only combine earlier runs' tables")
+    p.add_argument(
+        "--compare",
+        nargs="+",
+        type=Path,
+        metavar="DIR",
+        help="only compare the generated images of earlier runs with --baseline's, seed by seed, in paired folds "
+        "(writes paired.json and paired.md to --outdir)",
+    )
+    p.add_argument("--baseline", default="plain", help="`--compare`: the loss the others are compared with")
+    p.add_argument("--folds", type=int, default=10, help="`--compare`: folds of consecutive validation entries")
     args = p.parse_args(argv)
     if args.offset < 0 or args.limit < 1:
         p.error(f"--offset must be >= 0 and --limit >= 1 (got {args.offset}, {args.limit})")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.merge and args.compare:
+        p.error("--merge and --compare are separate jobs; run them one after the other")
     if args.merge:
         return merge(args.merge, args.outdir)
+    if args.compare:
+        if args.folds < 2:
+            p.error(f"--folds must be >= 2 (got {args.folds})")
+        torch.set_num_threads(args.threads)
+        return compare(args.compare, args.baseline, args.folds, _detector(args.pose_checkpoint), args.outdir)
     torch.set_num_threads(args.threads)
     if not (WORLD / "mapping_file_validation.json").is_file():
         print(
@@ -285,6 +308,127 @@ def merge(dirs: list[Path], outdir: Path) -> int:
                 return 2
             rows.setdefault(name, row)  # the real-render rows are the same in every run
     _write_tables(rows, outdir)
+    return 0
+
+
+RUN_FOLDER = re.compile(r"humansd-tiny-(?P<mode>[a-z]+)(?:-s(?P<seed>\d+))?")
+# What the paired comparison reports per fold (the AP-like figures: higher is better, PCE: lower).
+PAIRED_METRICS = ("AP", "AP50", pce_name(PCE_MIN_SCORE))
+
+
+def find_runs(dirs: list[Path]) -> dict[tuple[str, int], EvalSet]:
+    """The generated-image folders (``humansd-tiny-<mode>[-s<seed>]``) of evaluation runs, by (mode, seed)."""
+    runs: dict[tuple[str, int], EvalSet] = {}
+    for d in dirs:
+        for folder in sorted(d.iterdir()) if d.is_dir() else []:
+            match = RUN_FOLDER.fullmatch(folder.name)
+            if match is None or not any(folder.glob("index.shard-*.json")):
+                continue
+            key = (match["mode"], int(match["seed"] or 23))
+            if key in runs:
+                raise ValueError(f"{folder.name} is in two of the folders given; pass each run once")
+            runs[key] = load_index(folder)
+    return runs
+
+
+def fold_scores(eval_set: EvalSet, detector, folds: int) -> list[dict[str, float]]:
+    """PAIRED_METRICS of each fold of consecutive entries (ordered by image id), detecting every image once."""
+    items = sorted(eval_set.items, key=lambda item: item.image_id)
+    options = EvalOptions(metrics=("pose",), pce_min_scores=(PCE_MIN_SCORE,))
+    found = evaluate(EvalSet(items, source=eval_set.source), detector=detector, options=options).detections
+    scores = []
+    for part in np.array_split(np.arange(len(items)), folds):
+        subset = EvalSet([items[i] for i in part], source=eval_set.source)
+        m = evaluate(subset, detections=found, options=options).overall.metrics
+        scores.append({key: m.get(key) for key in PAIRED_METRICS})
+    return scores
+
+
+def paired_differences(
+    scores: dict[tuple[str, int], list[dict[str, float]]], baseline: str
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Each loss minus `baseline`, fold by fold within a training seed, pooled over the seeds both have.
+
+    Returns, per loss and metric: ``mean`` and ``se`` (standard error) of the fold differences, ``higher`` (folds
+    where the loss scores higher) out of ``folds``, the per-seed mean differences (``seeds``) and, with two seeds or
+    more, their sample standard deviation (``seed_std``: how much the training seed moves the difference).
+    """
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for mode in sorted({m for m, _ in scores} - {baseline}):
+        seeds = sorted(s for m, s in scores if m == mode and (baseline, s) in scores)
+        if not seeds:
+            continue
+        out[mode] = {}
+        for key in PAIRED_METRICS:
+            diffs, per_seed = [], {}
+            for seed in seeds:
+                pairs = zip(scores[(mode, seed)], scores[(baseline, seed)], strict=True)
+                d = [a[key] - b[key] for a, b in pairs if a.get(key) is not None and b.get(key) is not None]
+                diffs += d
+                per_seed[seed] = statistics.fmean(d) if d else None
+            if len(diffs) < 2:
+                continue
+            seed_means = [v for v in per_seed.values() if v is not None]
+            out[mode][key] = {
+                "mean": statistics.fmean(diffs),
+                "se": statistics.stdev(diffs) / math.sqrt(len(diffs)),
+                "higher": sum(d > 0 for d in diffs),
+                "folds": len(diffs),
+                "seeds": per_seed,
+                "seed_std": statistics.stdev(seed_means) if len(seed_means) > 1 else None,
+            }
+    return out
+
+
+def compare(dirs: list[Path], baseline: str, folds: int, detector, outdir: Path) -> int:
+    """Score the runs found in `dirs` fold by fold and write each loss's paired difference to `baseline`."""
+    try:
+        runs = find_runs(dirs)
+    except ValueError as err:
+        print(f"evaluate_mannequin: error: {err}", file=sys.stderr)
+        return 2
+    if not any(mode == baseline for mode, _ in runs):
+        print(
+            f"evaluate_mannequin: error: no {baseline!r} run (humansd-tiny-{baseline}[-s<seed>] with index files) "
+            f"in {', '.join(map(str, dirs))}",
+            file=sys.stderr,
+        )
+        return 2
+    for (mode, seed), run in runs.items():
+        base = runs.get((baseline, seed))
+        if base is not None and {i.image_id for i in run.items} != {i.image_id for i in base.items}:
+            print(
+                f"evaluate_mannequin: error: {mode} (seed {seed}) and {baseline} (seed {seed}) have different "
+                "images; compare runs of the same validation entries",
+                file=sys.stderr,
+            )
+            return 2
+    scores = {}
+    for key, run in sorted(runs.items()):
+        start = time.perf_counter()
+        scores[key] = fold_scores(run, detector, folds)
+        logger.info("%s (seed %d): %d folds scored in %.0f s", *key, folds, time.perf_counter() - start)
+    diffs = paired_differences(scores, baseline)
+    outdir.mkdir(parents=True, exist_ok=True)
+    dump = {"baseline": baseline, "folds": folds, "scores": {f"{m} (seed {s})": v for (m, s), v in scores.items()}}
+    (outdir / "paired.json").write_text(json.dumps({**dump, "differences": diffs}, indent=1))
+    lines = [
+        f"Paired differences to {baseline} ({folds} folds per seed; mean ± standard error over the folds of all "
+        "seeds; folds where the loss scores higher; per-seed means)",
+        "",
+        "| loss | metric | difference | folds higher | per seed | std over seeds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for mode, by_key in diffs.items():
+        for key, d in by_key.items():
+            seeds = ", ".join("n/a" if v is None else f"{s}: {v:+.4f}" for s, v in d["seeds"].items())
+            spread = "n/a" if d["seed_std"] is None else f"{d['seed_std']:.4f}"
+            lines.append(
+                f"| {mode} | {key} | {d['mean']:+.4f} ± {d['se']:.4f} | {d['higher']} of {d['folds']} | {seeds} | "
+                f"{spread} |"
+            )
+    (outdir / "paired.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
     return 0
 
 

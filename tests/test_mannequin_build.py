@@ -1,4 +1,5 @@
-"""The mannequin builder's plumbing: ablation summary/merge tables, scale-factor rewrite, override parsing."""
+"""The mannequin builder's plumbing: ablation summary/merge tables, paired fold comparison, scale-factor rewrite,
+override parsing."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import json
 import math
 import os
 import re
+import statistics
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -417,3 +421,104 @@ def test_pretrain_continues_from_given_weights(monkeypatch):
     (pre,) = unets
     assert pre.init == [Path(f) for f in files] and pre.max_steps == 4000 and pre.mode == "plain"
     assert pre.overrides[-1] == "module.lr_decay_steps=1500" and pre.export_trained
+
+
+def test_paired_differences_pool_the_folds_of_every_seed():
+    evaluate = _script("evaluate_mannequin")
+    pce = evaluate.pce_name(evaluate.PCE_MIN_SCORE)
+
+    def folds(*aps):
+        return [{"AP": ap, "AP50": 0.5, pce: None} for ap in aps]
+
+    scores = {
+        ("plain", 23): folds(0.40, 0.50),
+        ("plain", 24): folds(0.30, 0.30),
+        ("paper", 23): folds(0.42, 0.50),  # +0.02, 0
+        ("paper", 24): folds(0.34, 0.32),  # +0.04, +0.02
+        ("reference", 25): folds(0.9, 0.9),  # no plain run of seed 25: nothing to pair with
+    }
+    diffs = evaluate.paired_differences(scores, "plain")
+    assert set(diffs) == {"paper"} and set(diffs["paper"]) == {"AP", "AP50"}  # PCE unknown: no row
+    ap = diffs["paper"]["AP"]
+    assert ap["folds"] == 4 and ap["higher"] == 3
+    assert math.isclose(ap["mean"], 0.02) and math.isclose(ap["se"], statistics.stdev([0.02, 0, 0.04, 0.02]) / 2)
+    assert ap["seeds"] == pytest.approx({23: 0.01, 24: 0.03})
+    assert math.isclose(ap["seed_std"], statistics.stdev([0.01, 0.03]))
+    assert diffs["paper"]["AP50"]["mean"] == 0 and diffs["paper"]["AP50"]["higher"] == 0
+
+
+def _generated_run(root: Path, records, blank: set[int]) -> None:
+    """An evaluation run folder whose images are the real renders, except the entries in `blank` (black)."""
+    root.mkdir(parents=True)
+    entries = []
+    for n, r in enumerate(records):
+        image = Image.open(r.image_path).convert("RGB")
+        if n in blank:
+            image = Image.new("RGB", image.size)
+        image.save(root / f"{n}.png")
+        entries.append(
+            {
+                "key": r.key,
+                "prompt": r.prompt,
+                "pose_path": str(r.pose_path),
+                "reference_image": str(r.image_path),
+                "generated": [f"{n}.png"],
+            }
+        )
+    (root / "index.shard-0-of-1.json").write_text(json.dumps({"entries": entries}))
+
+
+def test_compare_scores_each_fold_against_the_baseline_of_the_same_seed(tmp_path, capsys):
+    """An oracle detector finds the conditioning pose on every real render and nothing on a black image: the
+    paper run, black on the last entry (the second fold), is 1 AP behind in that fold and even in the first."""
+    from ldm.data.humansd import read_mappings
+    from ldm.data.synthetic import write_tiny_dataset
+    from ldm.pose.convert import rescale_pose
+    from ldm.pose.io import load_pose
+
+    records = read_mappings(write_tiny_dataset(tmp_path / "data", n=4, size=32, seed=0))  # 3 training entries
+    assert len(records) == 3
+    truth = {}
+    for r in records:
+        pixels = np.asarray(Image.open(r.image_path).convert("RGB"))
+        pose = load_pose(r.pose_path, width=pixels.shape[1], height=pixels.shape[0])
+        truth[pixels.tobytes()] = rescale_pose(pose, pixels.shape[1], pixels.shape[0]).persons
+
+    class Oracle:
+        def detect(self, image):
+            return list(truth.get(np.ascontiguousarray(image).tobytes(), []))
+
+    evaluate = _script("evaluate_mannequin")
+    _generated_run(tmp_path / "a" / "humansd-tiny-plain", records, blank=set())
+    _generated_run(tmp_path / "b" / "humansd-tiny-paper", records, blank={len(records) - 1})
+    assert evaluate.compare([tmp_path / "a", tmp_path / "b"], "plain", 2, Oracle(), tmp_path / "out") == 0
+    result = json.loads((tmp_path / "out" / "paired.json").read_text())
+    assert [f["AP"] for f in result["scores"]["plain (seed 23)"]] == pytest.approx([1.0, 1.0])
+    ap = result["differences"]["paper"]["AP"]
+    assert [f["AP"] for f in result["scores"]["paper (seed 23)"]] == pytest.approx([1.0, 0.0])
+    assert ap["mean"] == pytest.approx(-0.5) and ap["se"] == pytest.approx(0.5)
+    assert ap["folds"] == 2 and ap["higher"] == 0
+    assert "| paper | AP |" in (tmp_path / "out" / "paired.md").read_text()
+    capsys.readouterr()
+    # bad input: no baseline run, or runs of different entries
+    assert evaluate.compare([tmp_path / "b"], "plain", 2, Oracle(), tmp_path / "x") == 2
+    assert "no 'plain' run" in capsys.readouterr().err
+    _generated_run(tmp_path / "c" / "humansd-tiny-reference", records[:-1], blank=set())
+    assert evaluate.compare([tmp_path / "a", tmp_path / "c"], "plain", 2, Oracle(), tmp_path / "x") == 2
+    assert "have different images" in capsys.readouterr().err
+    assert evaluate.compare([tmp_path / "a", tmp_path / "a"], "plain", 2, Oracle(), tmp_path / "x") == 2
+    assert "in two of the folders" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--compare", "a", "--folds", "1"], "--folds must be >= 2"),
+        (["--compare", "a", "--merge", "b"], "--merge and --compare are separate jobs"),
+    ],
+)
+def test_compare_rejects_one_fold_or_a_merge_at_once(argv, message, capsys):
+    evaluate = _script("evaluate_mannequin")
+    with pytest.raises(SystemExit) as exc:
+        evaluate.main(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
