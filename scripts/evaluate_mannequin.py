@@ -396,13 +396,19 @@ def compare(dirs: list[Path], baseline: str, folds: int, detector, outdir: Path)
         return 2
     for (mode, seed), run in runs.items():
         base = runs.get((baseline, seed))
-        if base is not None and {i.image_id for i in run.items} != {i.image_id for i in base.items}:
+        if base is None:
+            logger.warning(
+                "%s (seed %d) has no %s run of the same seed to pair with; it is left out", mode, seed, baseline
+            )
+            continue
+        if {i.image_id for i in run.items} != {i.image_id for i in base.items}:
             print(
                 f"evaluate_mannequin: error: {mode} (seed {seed}) and {baseline} (seed {seed}) have different "
                 "images; compare runs of the same validation entries",
                 file=sys.stderr,
             )
             return 2
+    runs = {key: run for key, run in runs.items() if (baseline, key[1]) in runs}
     scores = {}
     for key, run in sorted(runs.items()):
         start = time.perf_counter()

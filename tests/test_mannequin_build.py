@@ -468,7 +468,7 @@ def _generated_run(root: Path, records, blank: set[int]) -> None:
     (root / "index.shard-0-of-1.json").write_text(json.dumps({"entries": entries}))
 
 
-def test_compare_scores_each_fold_against_the_baseline_of_the_same_seed(tmp_path, capsys):
+def test_compare_scores_each_fold_against_the_baseline_of_the_same_seed(tmp_path, capsys, caplog):
     """An oracle detector finds the conditioning pose on every real render and nothing on a black image: the
     paper run, black on the last entry (the second fold), is 1 AP behind in that fold and even in the first."""
     from ldm.data.humansd import read_mappings
@@ -491,8 +491,12 @@ def test_compare_scores_each_fold_against_the_baseline_of_the_same_seed(tmp_path
     evaluate = _script("evaluate_mannequin")
     _generated_run(tmp_path / "a" / "humansd-tiny-plain", records, blank=set())
     _generated_run(tmp_path / "b" / "humansd-tiny-paper", records, blank={len(records) - 1})
-    assert evaluate.compare([tmp_path / "a", tmp_path / "b"], "plain", 2, Oracle(), tmp_path / "out") == 0
+    _generated_run(tmp_path / "b" / "humansd-tiny-paper-s24", records, blank=set())  # no plain seed 24: left out
+    with caplog.at_level("WARNING"):
+        assert evaluate.compare([tmp_path / "a", tmp_path / "b"], "plain", 2, Oracle(), tmp_path / "out") == 0
+    assert "paper (seed 24) has no plain run of the same seed" in caplog.text
     result = json.loads((tmp_path / "out" / "paired.json").read_text())
+    assert set(result["scores"]) == {"plain (seed 23)", "paper (seed 23)"}
     assert [f["AP"] for f in result["scores"]["plain (seed 23)"]] == pytest.approx([1.0, 1.0])
     ap = result["differences"]["paper"]["AP"]
     assert [f["AP"] for f in result["scores"]["paper (seed 23)"]] == pytest.approx([1.0, 0.0])
