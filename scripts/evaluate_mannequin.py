@@ -182,12 +182,11 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--merge and --compare are separate jobs; run them one after the other")
     if args.merge:
         return merge(args.merge, args.outdir)
+    torch.set_num_threads(args.threads)
     if args.compare:
         if args.folds < 2:
             p.error(f"--folds must be >= 2 (got {args.folds})")
-        torch.set_num_threads(args.threads)
         return compare(args.compare, args.baseline, args.folds, _detector(args.pose_checkpoint), args.outdir)
-    torch.set_num_threads(args.threads)
     if not (WORLD / "mapping_file_validation.json").is_file():
         print(
             f"evaluate_mannequin: error: no mannequin world at {WORLD}; generate it with "
@@ -409,6 +408,13 @@ def compare(dirs: list[Path], baseline: str, folds: int, detector, outdir: Path)
             )
             return 2
     runs = {key: run for key, run in runs.items() if (baseline, key[1]) in runs}
+    fewest = min(len(run.items) for run in runs.values())
+    if fewest < folds:
+        print(
+            f"evaluate_mannequin: error: {folds} folds need >= {folds} images per run (a run has {fewest})",
+            file=sys.stderr,
+        )
+        return 2
     scores = {}
     for key, run in sorted(runs.items()):
         start = time.perf_counter()

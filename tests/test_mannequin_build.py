@@ -512,6 +512,8 @@ def test_compare_scores_each_fold_against_the_baseline_of_the_same_seed(tmp_path
     assert "have different images" in capsys.readouterr().err
     assert evaluate.compare([tmp_path / "a", tmp_path / "a"], "plain", 2, Oracle(), tmp_path / "x") == 2
     assert "in two of the folders" in capsys.readouterr().err
+    assert evaluate.compare([tmp_path / "a", tmp_path / "b"], "plain", 4, Oracle(), tmp_path / "x") == 2
+    assert "4 folds need >= 4 images per run (a run has 3)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
