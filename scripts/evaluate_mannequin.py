@@ -125,6 +125,34 @@ def _real_set(records) -> EvalSet:
     return EvalSet(items, source="real validation renders")
 
 
+def _entry_range(text: str) -> tuple[int, int]:
+    """`START:STOP` (validation entry numbers, STOP excluded) for --exclude."""
+    try:
+        start, stop = (int(part) for part in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected START:STOP, e.g. 500:700; got {text!r}") from None
+    if not 0 <= start < stop:
+        raise argparse.ArgumentTypeError(f"need 0 <= START < STOP; got {text!r}")
+    return start, stop
+
+
+def _generate(pipe: PoseToImagePipeline, records: list, out: Path, args: argparse.Namespace) -> None:
+    """One sample per entry (entry-keyed seeds: every UNet gets the same pose, prompt and noise)."""
+    run_batch(
+        pipe,
+        records,
+        out,
+        n=1,
+        seed=1,
+        progress=False,
+        negative_prompt="",
+        num_inference_steps=args.steps,
+        guidance_scale=args.scale,
+        sampler=args.sampler,
+        eta=args.eta,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--modes", nargs="+", default=["plain", "paper", "reference"], help="UNets to evaluate")
@@ -137,7 +165,15 @@ def main(argv: list[str] | None = None) -> int:
         help="first validation entry (e.g. tune sampler settings on entries the reported table does not use)",
     )
     p.add_argument("--steps", type=int, default=25, help="DDIM steps")
-    p.add_argument("--scale", type=float, default=3.0, help="guidance scale")
+    p.add_argument(
+        "--exclude",
+        type=_entry_range,
+        metavar="START:STOP",
+        help="leave validation entries START..STOP-1 out (e.g. the ones sampler settings were tuned on)",
+    )
+    p.add_argument(
+        "--scale", type=float, help="guidance scale (default: the tiny config's `defaults.guidance_scale`, 1)"
+    )
     p.add_argument("--sampler", default="ddim", choices=["ddim", "plms", "dpmpp_2m"], help="sampler")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM noise")
     p.add_argument("--outdir", type=Path, default=Path("outputs/mannequin_eval"), help="output folder")
@@ -195,8 +231,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     records = read_mappings(WORLD / "mapping_file_validation.json")[args.offset : args.offset + args.limit]
+    if args.exclude is not None:
+        start, stop = args.exclude
+        records = [r for i, r in enumerate(records, args.offset) if not start <= i < stop]
     if not records:
-        p.error(f"--offset {args.offset} is past the last validation entry")
+        p.error(f"no validation entries left (--offset {args.offset}, --limit {args.limit}, --exclude)")
     detector = _detector(args.pose_checkpoint).to(args.device)
     rows = {"real renders": _score(_real_set(records), detector, args.errors)}
     if not args.no_roundtrip:
@@ -217,19 +256,11 @@ def main(argv: list[str] | None = None) -> int:
                 TINY_CONFIG, [TINY / "base-tiny.safetensors", unet], device=args.device
             )
             out = args.outdir / name
-            run_batch(
-                pipe,
-                records,
-                out,
-                n=1,
-                seed=1,
-                progress=False,
-                negative_prompt="",
-                num_inference_steps=args.steps,
-                guidance_scale=args.scale,
-                sampler=args.sampler,
-                eta=args.eta,
-            )
+            try:
+                _generate(pipe, records, out, args)
+            except ValueError as err:  # e.g. the folder holds images made with other settings
+                print(f"evaluate_mannequin: error: {err}", file=sys.stderr)
+                return 2
             rows[f"{mode} (seed {seed})"] = _score(load_index(out), detector, args.errors)
             logger.info("%s: %s in %.0f s", name, rows[f"{mode} (seed {seed})"], time.perf_counter() - start)
     _write_tables(rows, args.outdir)

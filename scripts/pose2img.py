@@ -50,8 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen = p.add_argument_group("generation")
     gen.add_argument("--negative-prompt", default=DEFAULT_NEGATIVE_PROMPT, help="unconditional text of CFG")
     gen.add_argument("--added-prompt", default=DEFAULT_ADDED_PROMPT, help="appended as 'prompt, added'")
-    gen.add_argument("--steps", type=int, default=50, help="sampler steps")
-    gen.add_argument("--scale", type=float, default=10.0, help="classifier-free guidance scale")
+    gen.add_argument("--steps", type=int, help="sampler steps (default: the model config's; 50 for HumanSD)")
+    gen.add_argument(
+        "--scale",
+        type=float,
+        help="classifier-free guidance scale (default: the model config's; 10 for HumanSD, 1 for the tiny model)",
+    )
     gen.add_argument("--sampler", choices=[s.value for s in SamplerName], default="ddim", help="sampler")
     gen.add_argument(
         "--spacing",

@@ -41,6 +41,7 @@ logger = logging.getLogger("pose2img_metrics")
 TINY_POSE_CKPT = Path("humansd_data/checkpoints/tiny/pose-tiny.safetensors")
 TINY_POSE_CONFIG = Path("configs/pose/higherhrnet_tiny_mannequin.yaml")
 _RESOURCE_ERRORS = (FileNotFoundError, ValueError, ImportError, RuntimeError, OSError)
+METRICS_GUIDANCE_SCALE = 9.0  # the original metrics generated with guidance 9 (spec)
 
 
 def parse_metrics(text: str) -> tuple[str, ...]:
@@ -117,8 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen = p.add_argument_group("generation (--from-mapping)")
     gen.add_argument("--config", type=Path, help="model config")
     gen.add_argument("--ckpt", type=Path, action="append", help="model weights; repeat for a base + UNet pair")
-    gen.add_argument("--steps", type=int, default=50, help="sampler steps")
-    gen.add_argument("--scale", type=float, default=9.0, help="guidance scale (the original metrics used 9)")
+    gen.add_argument("--steps", type=int, help="sampler steps (default: the model config's; 50 for HumanSD)")
+    gen.add_argument(
+        "--scale",
+        type=float,
+        help=f"guidance scale (default: the model config's `defaults.guidance_scale` if it sets one, as the tiny "
+        f"model does, else {METRICS_GUIDANCE_SCALE:g}, the original metrics')",
+    )
     gen.add_argument("--sampler", default="ddim", help="sampler name")
     gen.add_argument("--seed", type=int, default=42, help="run seed")
     gen.add_argument("--n", type=int, default=1, help="images per entry")
@@ -197,6 +203,16 @@ def _clip(args: argparse.Namespace) -> ClipScorer:
     return ClipScorer.from_weights(args.clip_model, args.clip_weights)
 
 
+def _guidance_scale(scale: float | None, config: Path) -> float:
+    """--scale, else the config's own default if it names one, else the original metrics' 9."""
+    from omegaconf import OmegaConf
+
+    if scale is not None:
+        return scale
+    defaults = OmegaConf.load(config).get("defaults") or {}
+    return float(defaults.get("guidance_scale", METRICS_GUIDANCE_SCALE))
+
+
 def _generate(args: argparse.Namespace) -> None:
     from ldm.data.humansd import read_mappings
     from ldm.inference.batch import run_batch
@@ -212,7 +228,7 @@ def _generate(args: argparse.Namespace) -> None:
     extra = {"config": str(config), "checkpoint": str(ckpt), "checkpoint_fingerprint": weights_fingerprint(ckpt)}
     report = run_batch(
         pipe, records, args.outdir, n=args.n, seed=args.seed, extra=extra, negative_prompt=DEFAULT_NEGATIVE_PROMPT,
-        num_inference_steps=args.steps, guidance_scale=args.scale, sampler=args.sampler,
+        num_inference_steps=args.steps, guidance_scale=_guidance_scale(args.scale, config), sampler=args.sampler,
     )  # fmt: skip
     logger.info("Generation: %s.", report.summary())
 

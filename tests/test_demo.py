@@ -213,6 +213,16 @@ def test_lazy_slot_loads_on_first_use_only(tiny_pipe):
         unavailable_slot("ControlNet", "not here").generate(request, None)
 
 
+def test_humansd_slot_takes_steps_and_guidance_from_the_config_without_loading():
+    from ldm.demo.slots import SlotOptions, humansd_slot
+    from ldm.inference.defaults import TINY_CONFIG as MANNEQUIN_CONFIG
+
+    slot = humansd_slot(SlotOptions(config=ROOT / MANNEQUIN_CONFIG, checkpoint=ROOT / "missing.safetensors"))
+    assert (slot.default_steps, slot.default_guidance) == (25, 1.0)  # the embedded model's `defaults:`
+    slot = humansd_slot(SlotOptions(config=ROOT / "configs/humansd/humansd-inference.yaml", checkpoint=None))
+    assert (slot.default_steps, slot.default_guidance) == (50, 10.0)  # the original demo's
+
+
 # ---------------------------------------------------------------------------------------------------- the Blocks
 @pytest.fixture(scope="module")
 def tiny_pipe() -> PoseToImagePipeline:
@@ -237,6 +247,11 @@ def test_build_demo_wires_one_public_generate_endpoint(tiny_pipe):
     assert [g.label for g in galleries] == ["HumanSD"]  # unavailable slots get a note, not a gallery
     steps = next(b for b in demo.blocks.values() if isinstance(b, gr.Slider) and b.label == "Steps")
     assert steps.value == 20  # the slot's default (tiny model), not the full-size 50
+    guidance = next(b for b in demo.blocks.values() if isinstance(b, gr.Slider) and b.label == "Guidance scale")
+    assert guidance.value == 10.0  # humansd-tiny.yaml names no guidance: the original's 10
+    demo = build_demo([pipeline_slot(tiny_pipe, default_guidance=1.5)], banner="tiny model")
+    guidance = next(b for b in demo.blocks.values() if isinstance(b, gr.Slider) and b.label == "Guidance scale")
+    assert guidance.value == 1.5
     with pytest.raises(ValueError, match="No available model"):
         build_demo([unavailable_slot("ControlNet", "x")])
 

@@ -364,6 +364,33 @@ def test_evaluate_rejects_a_negative_offset_or_an_empty_limit(argv, capsys):
     assert exc.value.code == 2 and "--offset must be >= 0 and --limit >= 1" in capsys.readouterr().err
 
 
+def test_evaluate_exclude_leaves_the_tuning_entries_out(monkeypatch, tmp_path, capsys):
+    from ldm.data.synthetic import write_tiny_dataset
+
+    evaluate = _script("evaluate_mannequin")
+    world = tmp_path / "world"
+    mapping = write_tiny_dataset(world, n=12, size=32, seed=0)  # 10 training entries
+    mapping.rename(world / "mapping_file_validation.json")
+    scored = []
+    monkeypatch.setattr(evaluate, "WORLD", world)
+    monkeypatch.setattr(evaluate, "_detector", lambda checkpoint: evaluate.torch.nn.Identity())
+    monkeypatch.setattr(evaluate, "_score", lambda eval_set, *a: scored.append([i.image_id for i in eval_set.items]))
+    monkeypatch.setattr(evaluate, "_write_tables", lambda rows, outdir: None)
+    argv = ["--no-roundtrip", "--unet-dir", str(tmp_path / "none"), "--outdir", str(tmp_path / "out")]
+    keys = [r.key for r in evaluate.read_mappings(world / "mapping_file_validation.json")]
+    assert evaluate.main([*argv, "--limit", "10", "--exclude", "3:5"]) == 0
+    assert scored[-1] == keys[:3] + keys[5:]
+    assert evaluate.main([*argv, "--offset", "4", "--limit", "4", "--exclude", "3:6"]) == 0
+    assert scored[-1] == keys[6:8]  # entry numbers count from the start of the split, not from --offset
+    for bad, message in (("5", "expected START:STOP"), ("7:3", "need 0 <= START < STOP"), ("a:b", "START:STOP")):
+        with pytest.raises(SystemExit):
+            evaluate.main([*argv, "--exclude", bad])
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluate.main([*argv, "--limit", "2", "--exclude", "0:5"])
+    assert "no validation entries left" in capsys.readouterr().err
+
+
 def test_error_diagnosis_rows_get_their_own_table(tmp_path):
     evaluate = _script("evaluate_mannequin")
     diagnosed = {**_row(0.2, 1.0), **dict.fromkeys(evaluate.ERROR_METRIC_NAMES, 0.25), "joints inversion": 0.125}

@@ -145,3 +145,34 @@ def test_guidance_scale_one_uses_the_conditional_prediction_only(pipe, keypoints
         assert calls == [2, 2]  # CFG: both branches in one batched call per step
     finally:
         del pipe.model.unet.forward
+
+
+def test_sampling_defaults_come_from_the_config(tmp_path):
+    from omegaconf import OmegaConf
+
+    from ldm.inference.defaults import TINY_CONFIG, SamplingDefaults, sampling_defaults
+
+    assert sampling_defaults(TINY_CONFIG) == SamplingDefaults(steps=25, guidance_scale=1.0)  # the embedded model's
+    assert sampling_defaults("configs/humansd/humansd-inference.yaml") == SamplingDefaults(50, 10.0)  # original's
+    assert sampling_defaults({"defaults": {"size": 128}}) == SamplingDefaults(20, 10.0)  # small, no settings
+    bad = tmp_path / "bad.yaml"
+    OmegaConf.save({"defaults": {"guidance_scale": -1}}, bad)
+    with pytest.raises(ValueError, match="guidance_scale >= 0"):
+        sampling_defaults(bad)
+
+
+def test_call_without_steps_or_guidance_uses_the_model_defaults(pipe, keypoints):
+    from ldm.inference.defaults import SamplingDefaults
+
+    assert pipe.sampling == SamplingDefaults(20, 10.0)  # humansd-tiny.yaml names none: 64 px native, guidance 10
+    saved = pipe.sampling
+    pipe.sampling = SamplingDefaults(steps=2, guidance_scale=1.0)
+    try:
+        implicit = pipe("x", keypoints, seed=3)
+    finally:
+        pipe.sampling = saved
+    explicit = pipe("x", keypoints, num_inference_steps=2, guidance_scale=1.0, seed=3)
+    guided = pipe("x", keypoints, num_inference_steps=2, guidance_scale=4.0, seed=3)
+    assert implicit.parameters["num_inference_steps"] == 2 and implicit.parameters["guidance_scale"] == 1.0
+    assert np.array_equal(_arr(implicit.images[0]), _arr(explicit.images[0]))
+    assert not np.array_equal(_arr(implicit.images[0]), _arr(guided.images[0]))

@@ -108,6 +108,23 @@ def test_batch_is_resumable_without_redoing_work(pipe, dataset, tmp_path):
     assert len(index["entries"]) == 20 and {e["scenario"] for e in index["entries"]} == {"sketch", "watercolor"}
 
 
+def test_batch_refuses_a_rerun_with_other_settings(pipe, dataset, tmp_path):
+    records = read_mappings(dataset)[:2]
+    report = run_batch(pipe, records, tmp_path, n=1, seed=1, num_inference_steps=1, progress=False)
+    assert report.generated == 2
+    meta = json.loads((tmp_path / "index.shard-0-of-1.json").read_text())["meta"]
+    assert meta["guidance_scale"] == pipe.sampling.guidance_scale  # the default actually used is recorded
+    before = _files(tmp_path)
+    with pytest.raises(ValueError, match=r"other settings \(guidance_scale: 10.0 -> 3.0\)"):
+        run_batch(pipe, records, tmp_path, n=1, seed=1, num_inference_steps=1, guidance_scale=3.0, progress=False)
+    with pytest.raises(ValueError, match="num_inference_steps: 1 -> 2, seed: 1 -> 2"):
+        run_batch(pipe, records, tmp_path, n=1, seed=2, num_inference_steps=2, progress=False)
+    assert _files(tmp_path) == before  # nothing added or overwritten
+    # the same settings, spelled out, resume as before
+    report = run_batch(pipe, records, tmp_path, n=1, seed=1, num_inference_steps=1, guidance_scale=10.0, progress=False)
+    assert report.skipped_existing == 2
+
+
 def test_batch_shards_union_to_the_full_set(pipe, dataset, tmp_path):
     records = read_mappings(dataset)[:9]
     for i in range(3):

@@ -227,13 +227,13 @@ def _pose_panel(start: Pose, presets: dict[str, Path], start_preset: str | None)
     )
 
 
-def _settings_panel(default_steps: int) -> _Settings:
+def _settings_panel(default_steps: int, default_guidance: float) -> _Settings:
     with gr.Accordion("Settings", open=True):
         with gr.Row():
             num_images = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="Images", elem_id="images-slider")
             steps = gr.Slider(1, MAX_STEPS, value=min(default_steps, MAX_STEPS), step=1, label="Steps")
         with gr.Row():
-            guidance = gr.Slider(0.1, 30.0, value=10.0, step=0.1, label="Guidance scale")
+            guidance = gr.Slider(0.1, 30.0, value=default_guidance, step=0.1, label="Guidance scale")
             seed = gr.Number(DEFAULT_SEED, label="Seed (-1: random)", precision=0, minimum=-1, maximum=MAX_SEED)
     with gr.Accordion("Advanced", open=False):
         with gr.Row():
@@ -555,7 +555,7 @@ def build_demo(
                 pose_panel = _pose_panel(start, presets, start_preset)
             with gr.Column(scale=1):
                 galleries, status, results, compare, overlay = _output_panel(main_slot, comparisons, hidden)
-                settings = _settings_panel(main_slot.default_steps)
+                settings = _settings_panel(main_slot.default_steps, main_slot.default_guidance)
         _examples(pose_panel, prompt, presets)
         _wire_editor(pose_panel, presets, detector)
         _wire_generate(

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ldm.demo import pose_editor as pe
+from ldm.inference.defaults import FULL_SIZE_STEPS, GUIDANCE_SCALE, sampling_defaults
 from ldm.inference.pipeline import DEFAULT_ADDED_PROMPT, DEFAULT_NEGATIVE_PROMPT, PipelineOutput
 from ldm.inference.pose_input import generation_size
 from ldm.pose.keypoints import Pose
@@ -36,8 +37,6 @@ logger = logging.getLogger(__name__)
 StepCallback = Callable[[int, int], None]
 """Called after each sampler step with (steps done, total steps)."""
 
-FULL_SIZE_STEPS = 50  # the original demo's default (spec §5.2)
-SMALL_MODEL_STEPS = 20  # default for models whose native size is below 512 (the embedded tiny model)
 # Ranges of the original demo's controls (spec §5.2), enforced for UI and API requests alike.
 MAX_IMAGES = 4
 MAX_STEPS = 50
@@ -71,7 +70,7 @@ class GenerationRequest:
     negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
     num_images: int = 1
     steps: int = FULL_SIZE_STEPS
-    guidance_scale: float = 10.0
+    guidance_scale: float = GUIDANCE_SCALE
     strength: float = 1.0
     seed: int | None = 1234
     eta: float = 0.0
@@ -105,6 +104,7 @@ class ModelSlot:
         available: False for models that are not installed; the UI shows `note` instead of a gallery.
         note: one line for the user (what the model is, or why it is unavailable).
         default_steps: the Steps slider's default for this model.
+        default_guidance: the Guidance scale slider's default for this model.
     """
 
     name: str
@@ -112,6 +112,7 @@ class ModelSlot:
     available: bool = True
     note: str = ""
     default_steps: int = FULL_SIZE_STEPS
+    default_guidance: float = GUIDANCE_SCALE
 
 
 class LazyPipeline:
@@ -181,6 +182,7 @@ def pipeline_slot(
     name: str = "HumanSD",
     note: str = "",
     default_steps: int | None = None,
+    default_guidance: float | None = None,
 ) -> ModelSlot:
     """A slot running a `PoseToImagePipeline`, given as an instance or as a loader (called on first use).
 
@@ -188,18 +190,26 @@ def pipeline_slot(
         pipeline: a pipeline, or a zero-argument callable returning one (lazy).
         name: slot name.
         note: one line shown under the gallery.
-        default_steps: Steps default; None means 50, or 20 for an already built model with native size < 512.
+        default_steps: Steps default; None: an already built pipeline's own default (`pipeline.sampling`), else
+            50.
+        default_guidance: Guidance scale default; None: an already built pipeline's own default, else 10.
     """
     from ldm.inference.pipeline import PoseToImagePipeline
 
     if isinstance(pipeline, PoseToImagePipeline):
         ready = pipeline
         get: Callable[[], PoseToImagePipeline] = lambda: ready  # noqa: E731
-        if default_steps is None:
-            default_steps = SMALL_MODEL_STEPS if min(ready.default_size) < 512 else FULL_SIZE_STEPS
+        default_steps = ready.sampling.steps if default_steps is None else default_steps
+        default_guidance = ready.sampling.guidance_scale if default_guidance is None else default_guidance
     else:
         get = LazyPipeline(pipeline).get
-    return ModelSlot(name, _pipeline_generate(get), note=note, default_steps=default_steps or FULL_SIZE_STEPS)
+    return ModelSlot(
+        name,
+        _pipeline_generate(get),
+        note=note,
+        default_steps=FULL_SIZE_STEPS if default_steps is None else default_steps,
+        default_guidance=GUIDANCE_SCALE if default_guidance is None else default_guidance,
+    )
 
 
 def unavailable_slot(name: str, note: str) -> ModelSlot:
@@ -349,16 +359,6 @@ class SlotOptions:
     precision: str = "fp32"
 
 
-def config_default_steps(config: str | Path) -> int:
-    """Steps default for a model config: its `defaults.steps`, else 50 at native size >= 512, else 20."""
-    from omegaconf import OmegaConf
-
-    defaults = OmegaConf.load(config).get("defaults") or {}
-    if defaults.get("steps") is not None:
-        return int(defaults["steps"])
-    return FULL_SIZE_STEPS if int(defaults.get("size", 512)) >= 512 else SMALL_MODEL_STEPS
-
-
 def humansd_slot(options: SlotOptions) -> ModelSlot:
     """The HumanSD slot; its pipeline loads on the first generation."""
     from ldm.inference.pipeline import PoseToImagePipeline
@@ -374,7 +374,10 @@ def humansd_slot(options: SlotOptions) -> ModelSlot:
 
     files = options.checkpoint if isinstance(options.checkpoint, list) else [options.checkpoint]
     note = " + ".join([Path(options.config).name, *(Path(f).name for f in files if f is not None)])
-    return pipeline_slot(load, name="HumanSD", note=note, default_steps=config_default_steps(options.config))
+    sampling = sampling_defaults(options.config)
+    return pipeline_slot(
+        load, name="HumanSD", note=note, default_steps=sampling.steps, default_guidance=sampling.guidance_scale
+    )
 
 
 def _comparison_factory(name: str) -> Callable[[SlotOptions], ModelSlot]:

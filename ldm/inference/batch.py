@@ -3,7 +3,9 @@
 Outputs mirror the dataset tree: `<outdir>/images/<img_path without suffix>_<k>.png` and
 `<outdir>/poses/<img_path without suffix>.png`, so per-scenario folders come for free. Each entry's seed is
 derived from the run seed and the entry key, so results do not depend on sharding or on resuming. Files are written
-atomically; a rerun skips entries whose images all exist. Each shard writes `index.shard-<i>-of-<n>.json`.
+atomically; a rerun skips entries whose images all exist. Each shard writes `index.shard-<i>-of-<n>.json`, with the
+generation settings; a rerun into a folder whose index records other settings (steps, guidance, seed, weights, ...)
+is refused rather than mixing images made two ways.
 """
 
 from __future__ import annotations
@@ -102,6 +104,19 @@ def run_batch(
         A `BatchReport`; the index file lists every finished entry of the shard.
     """
     i, num = shard
+    # Record what the pipeline will use when a setting is left to the model's defaults.
+    gen_kwargs = {
+        **gen_kwargs,
+        "num_inference_steps": (
+            pipe.sampling.steps if gen_kwargs.get("num_inference_steps") is None else gen_kwargs["num_inference_steps"]
+        ),
+        "guidance_scale": (
+            pipe.sampling.guidance_scale if gen_kwargs.get("guidance_scale") is None else gen_kwargs["guidance_scale"]
+        ),
+    }
+    meta = {"shard": f"{i}/{num}", "n": n, "seed": seed, "added_prompt": added_prompt, **gen_kwargs, **(extra or {})}
+    index_path = Path(outdir) / f"index.shard-{i}-of-{num}.json"
+    _check_same_settings(index_path, meta)
     mine = [r for idx, r in enumerate(records) if idx % num == i]
     report, index = BatchReport(), []
     short_side, multiple = min(pipe.default_size), pipe.model.image_multiple
@@ -132,11 +147,28 @@ def run_batch(
                 "generated": [str(p.relative_to(outdir)) for p in paths],
             }
         )
-    meta = {"shard": f"{i}/{num}", "n": n, "seed": seed, "added_prompt": added_prompt, **gen_kwargs, **(extra or {})}
     payload = {"meta": meta, "report": asdict(report), "entries": index}
-    atomic_write_text(json.dumps(payload, indent=1, default=str), outdir / f"index.shard-{i}-of-{num}.json")
+    atomic_write_text(json.dumps(payload, indent=1, default=str), index_path)
     logger.info("Batch shard %d/%d: %s.", i, num, report.summary())
     return report
+
+
+def _check_same_settings(index_path: Path, meta: dict[str, Any]) -> None:
+    """Refuse to add images to a folder whose existing index records other generation settings."""
+    if not index_path.is_file():
+        return
+    try:
+        old = json.loads(index_path.read_text())["meta"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{index_path} is not a readable batch index ({err}); move it away to start over.") from None
+    new = json.loads(json.dumps(meta, default=str))
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if changed:
+        diff = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+        raise ValueError(
+            f"{index_path.parent} holds images generated with other settings ({diff}); "
+            "use another output folder, or delete that one to start over."
+        )
 
 
 def run_batch_from_args(args: Any, pipe: PoseToImagePipeline, extra: dict[str, Any]) -> BatchReport:

@@ -3,6 +3,8 @@ tiny model (shipped weights, or random weights as a last resort), always with a 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from ldm.checkpoint import missing_file_message
@@ -15,6 +17,44 @@ TINY_CKPT = [
     Path("humansd_data/checkpoints/tiny/humansd-tiny-paper.safetensors"),  # UNet, heatmap-guided loss (paper mode)
 ]
 RANDOM_CONFIG = Path("configs/tiny/humansd-tiny.yaml")  # last resort: the tiny architecture, random weights
+
+FULL_SIZE_STEPS = 50  # the original scripts' and demo's default (spec §5.2)
+SMALL_MODEL_STEPS = 20  # models whose native size is below 512 (the embedded tiny model) unless their config says
+GUIDANCE_SCALE = 10.0  # the original scripts' and demo's classifier-free guidance scale
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """The sampler settings a model config recommends: used wherever the user gives none (CLI, demo, pipeline).
+
+    Args:
+        steps: sampler steps.
+        guidance_scale: classifier-free guidance scale (1: no unconditional branch).
+    """
+
+    steps: int
+    guidance_scale: float
+
+
+def sampling_defaults(config: str | Path | Mapping) -> SamplingDefaults:
+    """A model config's `defaults:` section as sampler settings.
+
+    `defaults.steps` if set, else 50 at native size (`defaults.size`, 512 if absent) >= 512 and 20 below;
+    `defaults.guidance_scale` if set, else 10 (HumanSD's).
+    """
+    if not isinstance(config, Mapping):
+        from omegaconf import OmegaConf
+
+        config = OmegaConf.load(config)
+    defaults = config.get("defaults") or {}
+    steps = defaults.get("steps")
+    if steps is None:
+        steps = FULL_SIZE_STEPS if int(defaults.get("size", 512)) >= 512 else SMALL_MODEL_STEPS
+    scale = defaults.get("guidance_scale")
+    scale = GUIDANCE_SCALE if scale is None else float(scale)
+    if int(steps) < 1 or not scale >= 0:
+        raise ValueError(f"Config defaults need steps >= 1 and guidance_scale >= 0; got {steps}, {scale}.")
+    return SamplingDefaults(int(steps), scale)
 
 
 def resolve_model(

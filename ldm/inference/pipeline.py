@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from ldm.conditioning import Conditioning
+from ldm.inference.defaults import SamplingDefaults, sampling_defaults
 from ldm.inference.fast_path import FastPathOptions, apply_fast_path, decode_latents
 from ldm.inference.loading import load_model
 from ldm.models.latent_diffusion import LatentDiffusion
@@ -87,6 +88,8 @@ class PoseToImagePipeline:
         precision: "fp32" (default), "bf16" or "fp16" autocast for the UNet and VAE on the device.
         default_size: (height, width) used when neither the call nor a pose image gives a size.
         skeleton_width: limb width of rendered pose maps (10 at 512 px, as the model was trained).
+        sampling: steps and guidance scale of calls that give none (`from_config`: the config's `defaults:`;
+            None: guidance 10 and 50 steps, the original's, or 20 steps below 512 px native size).
         channels_last: UNet weights in `torch.channels_last` memory format (see `ldm.inference.fast_path`).
         compile_unet: `torch.compile` the UNet (the first call compiles).
         prepack_weights: CPU: keep the UNet's convolution/linear weights packed for oneDNN/MKL (about as fast as
@@ -106,6 +109,7 @@ class PoseToImagePipeline:
         precision: str = "fp32",
         default_size: tuple[int, int] = (512, 512),
         skeleton_width: int = 10,
+        sampling: SamplingDefaults | None = None,
         channels_last: bool = False,
         compile_unet: bool = False,
         prepack_weights: bool = False,
@@ -125,6 +129,9 @@ class PoseToImagePipeline:
         self.precision = precision
         self.default_size = default_size
         self.skeleton_width = skeleton_width
+        if sampling is None:  # the same rule as a config without `defaults.steps` / `defaults.guidance_scale`
+            sampling = sampling_defaults({"defaults": {"size": min(default_size)}})
+        self.sampling = sampling
         self.fast_path = FastPathOptions(
             channels_last=channels_last,
             compile_unet=compile_unet,
@@ -161,6 +168,7 @@ class PoseToImagePipeline:
             precision=precision,
             default_size=(int(size), int(size)),
             skeleton_width=int(width),
+            sampling=sampling_defaults(cfg),
             **fast_path,
         )
 
@@ -246,8 +254,8 @@ class PoseToImagePipeline:
         pose: PoseInput = None,
         *,
         negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
-        num_inference_steps: int = 50,
-        guidance_scale: float = 10.0,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
         eta: float = 0.0,
         sampler: str = "ddim",
         timestep_spacing: str = "trailing",
@@ -270,8 +278,10 @@ class PoseToImagePipeline:
                 models.
             negative_prompt: the unconditional text of classifier-free guidance (HumanSD was never trained on
                 empty captions, spec §8).
-            num_inference_steps: sampler steps S.
-            guidance_scale: CFG scale; 1 disables the unconditional branch.
+            num_inference_steps: sampler steps S; None: the model's default (`self.sampling`: its config's
+                `defaults.steps`, 50 for HumanSD).
+            guidance_scale: CFG scale; 1 disables the unconditional branch. None: the model's default (its
+                config's `defaults.guidance_scale`: 10 for HumanSD, 1 for the embedded tiny model).
             eta: DDIM noise (only for sampler "ddim").
             sampler: "ddim", "plms" or "dpmpp_2m".
             timestep_spacing: "trailing" (default) or "original" (bit-parity grid with the 49-of-50-steps quirk).
@@ -287,6 +297,10 @@ class PoseToImagePipeline:
         Returns:
             `PipelineOutput` with PIL images, the pose map and all parameters.
         """
+        if num_inference_steps is None:
+            num_inference_steps = self.sampling.steps
+        if guidance_scale is None:
+            guidance_scale = self.sampling.guidance_scale
         prompts = self.check_inputs(prompt, num_images, num_inference_steps, guidance_scale, strength, init_image)
         sample_fn = get_sampler(sampler, eta=eta)
         try:
