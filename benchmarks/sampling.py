@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", type=Path, help="weights (default: random weights, timing only)")
     p.add_argument("--size", type=int, help="image side (default: the config's defaults.size)")
     p.add_argument("--steps", type=int, default=10, help="sampler steps per image")
+    p.add_argument(
+        "--scale",
+        type=float,
+        default=10.0,
+        help="guidance scale (10: both CFG branches per step, as the original; 1: the conditional branch only)",
+    )
     p.add_argument("--batch-size", type=int, default=1, help="images per call")
     p.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["plain", "channels_last", "bf16"])
     p.add_argument("--iters", type=int, default=3, help="timed calls per variant")
@@ -133,7 +139,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             config, args.ckpt, device=args.device, precision=precision, allow_random=args.ckpt is None, **options
         )
     size = args.size or pipes[args.variants[0]].default_size[0]
-    call = {"num_inference_steps": args.steps, "seed": 1, "height": size, "width": size}
+    call = {"num_inference_steps": args.steps, "guidance_scale": args.scale, "seed": 1, "height": size, "width": size}
     call["num_images"] = args.batch_size
     keypoints = np.array([[[0.5, 0.2, 1.0]] * 17]) * [size, size, 1]  # a degenerate pose: timing only
     times: dict[str, list[float]] = {name: [] for name in pipes}
