@@ -203,20 +203,10 @@ def _clip(args: argparse.Namespace) -> ClipScorer:
     return ClipScorer.from_weights(args.clip_model, args.clip_weights)
 
 
-def _guidance_scale(scale: float | None, config: Path) -> float:
-    """--scale, else the config's own default if it names one, else the original metrics' 9."""
-    from omegaconf import OmegaConf
-
-    if scale is not None:
-        return scale
-    defaults = OmegaConf.load(config).get("defaults") or {}
-    return float(defaults.get("guidance_scale", METRICS_GUIDANCE_SCALE))
-
-
 def _generate(args: argparse.Namespace) -> None:
     from ldm.data.humansd import read_mappings
     from ldm.inference.batch import run_batch
-    from ldm.inference.defaults import resolve_model
+    from ldm.inference.defaults import resolve_model, sampling_defaults
     from ldm.inference.outputs import weights_fingerprint
     from ldm.inference.pipeline import DEFAULT_NEGATIVE_PROMPT, PoseToImagePipeline
 
@@ -225,10 +215,13 @@ def _generate(args: argparse.Namespace) -> None:
         logger.warning(notice)
     pipe = PoseToImagePipeline.from_config(config, ckpt, device=args.device, allow_random=ckpt is None)
     records = read_mappings(args.from_mapping, args.base_path)[: args.limit]
+    scale = args.scale
+    if scale is None:  # the config's own default if it names one, else the original metrics' 9
+        scale = sampling_defaults(config, fallback_guidance=METRICS_GUIDANCE_SCALE).guidance_scale
     extra = {"config": str(config), "checkpoint": str(ckpt), "checkpoint_fingerprint": weights_fingerprint(ckpt)}
     report = run_batch(
         pipe, records, args.outdir, n=args.n, seed=args.seed, extra=extra, negative_prompt=DEFAULT_NEGATIVE_PROMPT,
-        num_inference_steps=args.steps, guidance_scale=_guidance_scale(args.scale, config), sampler=args.sampler,
+        num_inference_steps=args.steps, guidance_scale=scale, sampler=args.sampler,
     )  # fmt: skip
     logger.info("Generation: %s.", report.summary())
 

@@ -155,6 +155,8 @@ def test_sampling_defaults_come_from_the_config(tmp_path):
     assert sampling_defaults(TINY_CONFIG) == SamplingDefaults(steps=25, guidance_scale=1.0)  # the embedded model's
     assert sampling_defaults("configs/humansd/humansd-inference.yaml") == SamplingDefaults(50, 10.0)  # original's
     assert sampling_defaults({"defaults": {"size": 128}}) == SamplingDefaults(20, 10.0)  # small, no settings
+    assert sampling_defaults({}, fallback_guidance=9.0).guidance_scale == 9.0  # e.g. the original metrics' 9
+    assert sampling_defaults(TINY_CONFIG, fallback_guidance=9.0).guidance_scale == 1.0  # a config's own value wins
     bad = tmp_path / "bad.yaml"
     OmegaConf.save({"defaults": {"guidance_scale": -1}}, bad)
     with pytest.raises(ValueError, match="guidance_scale >= 0"):

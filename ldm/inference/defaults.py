@@ -36,11 +36,11 @@ class SamplingDefaults:
     guidance_scale: float
 
 
-def sampling_defaults(config: str | Path | Mapping) -> SamplingDefaults:
+def sampling_defaults(config: str | Path | Mapping, *, fallback_guidance: float = GUIDANCE_SCALE) -> SamplingDefaults:
     """A model config's `defaults:` section as sampler settings.
 
     `defaults.steps` if set, else 50 at native size (`defaults.size`, 512 if absent) >= 512 and 20 below;
-    `defaults.guidance_scale` if set, else 10 (HumanSD's).
+    `defaults.guidance_scale` if set, else `fallback_guidance` (10, HumanSD's).
     """
     if not isinstance(config, Mapping):
         from omegaconf import OmegaConf
@@ -51,7 +51,7 @@ def sampling_defaults(config: str | Path | Mapping) -> SamplingDefaults:
     if steps is None:
         steps = FULL_SIZE_STEPS if int(defaults.get("size", 512)) >= 512 else SMALL_MODEL_STEPS
     scale = defaults.get("guidance_scale")
-    scale = GUIDANCE_SCALE if scale is None else float(scale)
+    scale = fallback_guidance if scale is None else float(scale)
     if int(steps) < 1 or not scale >= 0:
         raise ValueError(f"Config defaults need steps >= 1 and guidance_scale >= 0; got {steps}, {scale}.")
     return SamplingDefaults(int(steps), scale)
