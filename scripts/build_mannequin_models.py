@@ -22,8 +22,8 @@ Stages (`all` runs them in this order; or one at a time):
             (`--init`: only these, from the given weights) -> humansd_data/checkpoints/tiny/pose-tiny.safetensors
     pretrain  the shared UNet pre-training of the shipped recipe: plain loss with Min-SNR-5 weighting, EMA,
             `--pretrain-steps` steps of batch 64 at lr 1e-3 on the latent cache, the last `--cooldown-steps`
-            decaying linearly to 0 -> logs/mannequin/pretrained/humansd-tiny-plain.safetensors (24,000 steps, the
-            total the shipped UNets trained for, with a 2,000-step cool-down: ~2 h on 2 CPU cores, one job with
+            decaying linearly to 0 -> logs/mannequin/pretrained/humansd-tiny-plain.safetensors (34,000 steps, the
+            total the shipped UNets trained for, with a 2,000-step cool-down: ~3 h on 2 CPU cores, one job with
             2 threads, ~195 steps per minute)
     unet    train one tiny HumanSD UNet (`--mode plain|paper|reference`, scripts/train.py) and export its EMA UNet
             to .../humansd-tiny-<mode>.safetensors (UNet keys only, fp16)
@@ -36,9 +36,16 @@ Trailing `key=value` arguments are dotted config overrides passed to the stage's
 `lightning.trainer.accelerator=gpu data.params.batch_size=64` for `unet`, `trainer.accelerator=gpu` for `pose`,
 `data.batch_size=64` for `vae`); `scripts/build_mannequin_gpu.sh` uses them to build everything on one GPU.
 
+`--smoke N` rehearses the whole recipe at toy scale before hours are spent on it: 64- and 32-image worlds, every
+training stage N steps of batch 4, then a 4-image evaluation of the paper-mode UNet, all inside `--workdir`
+(default outputs/mannequin-smoke, with its own copy of configs/), so the shipped weights and worlds are never
+touched. It proves that the stages fit together (files, formats, the latent scale, the cache fingerprint), not
+that the models learn anything: `all --smoke 2` takes about 2 minutes on 2 CPU cores.
+
 Example:
     python scripts/build_mannequin_models.py all
-    python scripts/build_mannequin_models.py pretrain --pretrain-steps 24000 --cooldown-steps 2000
+    python scripts/build_mannequin_models.py all --smoke 2          # the rehearsal, in outputs/mannequin-smoke
+    python scripts/build_mannequin_models.py pretrain --pretrain-steps 34000 --cooldown-steps 2000
     python scripts/build_mannequin_models.py unet --mode paper --seed 23 --max-steps 250 --no-ema \
         --init humansd_data/checkpoints/tiny/base-tiny.safetensors \
         --init logs/mannequin/pretrained/humansd-tiny-plain.safetensors \
@@ -53,6 +60,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -99,6 +107,24 @@ POSE_FINAL_OVERRIDES = (
     "trainer.val_check_interval=2500",
 )
 FINETUNE_OVERRIDES = ("data.params.batch_size=32", "module.base_learning_rate=1e-4", "module.lr_schedule=linear")
+# `--smoke`: world sizes, and the overrides that shorten each training script to N steps of batch 4.
+SMOKE_WORLD_SIZES = (64, 32)
+SMOKE_BATCH = 4
+SMOKE_DIR = Path("outputs/mannequin-smoke")
+
+
+def smoke_overrides(args: argparse.Namespace, script: str) -> list[str]:
+    """Overrides that cut one training script to `--smoke` steps (none without --smoke); user overrides follow."""
+    n = getattr(args, "smoke", None)
+    if n is None:
+        return []
+    if script == "train_autoencoder":
+        return [f"training.max_steps={n}", f"data.batch_size={SMOKE_BATCH}"]
+    if script == "train_pose":
+        return [f"trainer.max_steps={n}", f"trainer.val_check_interval={n}", f"data.params.batch_size={SMOKE_BATCH}"]
+    if script == "train":
+        return [f"data.params.batch_size={SMOKE_BATCH}"]  # the steps come from --max-steps / --pretrain-steps
+    raise ValueError(f"no smoke overrides for {script!r}")
 
 
 def _script(name: str):
@@ -118,7 +144,8 @@ def _run(name: str, argv: list[str]) -> None:
 
 
 def stage_world(args: argparse.Namespace) -> None:
-    worlds = [(WORLD, args.world_size, 0, []), (EXTRA_WORLD, args.extra_world_size, 1, ["--val-fraction", "0"])]
+    sizes = (args.world_size, args.extra_world_size)
+    worlds = [(WORLD, sizes[0], 0, []), (EXTRA_WORLD, sizes[1], 1, ["--val-fraction", "0"])]
     for root, size, seed, extra in worlds:
         if size == 0:
             continue
@@ -135,6 +162,7 @@ def stage_pose(args: argparse.Namespace) -> None:
     maps += 2 * [p for p in [ROUNDTRIP_WORLD / "mapping_file_training.json"] if p.is_file()]
     data = [f"data.params.train.map_file=[{','.join(map(str, maps))}]"] if len(maps) > 1 else []
     limit = ["--max-minutes", str(args.max_minutes)] if args.max_minutes is not None else []
+    user = [*smoke_overrides(args, "train_pose"), *args.overrides]
     if args.init:  # continue from trained weights (e.g. the shipped net), growing them if they are narrower
         if len(args.init) != 1:
             raise SystemExit("`pose --init` takes one HigherHRNet weights file.")
@@ -142,12 +170,12 @@ def stage_pose(args: argparse.Namespace) -> None:
     else:  # the 16-wide net from scratch (the config's schedule)
         start = POSE_W16
         argv = ["--config", "configs/tiny/mannequin-pose.yaml", "--out", str(start), *limit]
-        _run("train_pose", argv + data + args.overrides)
+        _run("train_pose", argv + data + user)
     config = ["--config", "configs/tiny/mannequin-pose.yaml", *limit]
     argv = [*config, "--init-from", str(start), "--grow", "--out", str(POSE_GROWN), *POSE_GROW_OVERRIDES]
-    _run("train_pose", argv + data + args.overrides)
+    _run("train_pose", argv + data + user)
     argv = [*config, "--init-from", str(POSE_GROWN), "--out", str(TINY / "pose-tiny.safetensors"), "--half"]
-    _run("train_pose", argv + [*POSE_FINAL_OVERRIDES, *data, *args.overrides])
+    _run("train_pose", argv + [*POSE_FINAL_OVERRIDES, *data, *user])
 
 
 def stage_roundtrip(args: argparse.Namespace) -> None:
@@ -165,7 +193,7 @@ def stage_vae(args: argparse.Namespace) -> None:
     argv = ["--config", "configs/tiny/mannequin-vae.yaml"]
     if args.max_minutes is not None:
         argv.append(f"training.max_minutes={args.max_minutes}")
-    _run("train_autoencoder", argv + args.overrides)
+    _run("train_autoencoder", argv + smoke_overrides(args, "train_autoencoder") + args.overrides)
 
 
 def stage_decoder(args: argparse.Namespace) -> None:
@@ -174,7 +202,7 @@ def stage_decoder(args: argparse.Namespace) -> None:
     argv = ["--config", "configs/tiny/mannequin-vae-decoder.yaml", f"training.init={start}", f"output={vae_file}"]
     if args.max_minutes is not None:
         argv.append(f"training.max_minutes={args.max_minutes}")
-    _run("train_autoencoder", argv + args.overrides)
+    _run("train_autoencoder", argv + smoke_overrides(args, "train_autoencoder") + args.overrides)
 
 
 def _set_scale_factor(config: Path, value: float) -> None:
@@ -268,7 +296,7 @@ def stage_unet(args: argparse.Namespace) -> None:
     if run.exists():
         raise SystemExit(f"{run} exists already (another run of {name} started this second); start again.")
     os.environ[RUN_STAMP_ENV] = stamp
-    _run("train", argv + overrides + args.overrides)  # options first, then every key=value
+    _run("train", argv + overrides + smoke_overrides(args, "train") + args.overrides)  # options, then key=value
     full = run / "export.safetensors"
     # A run that ends with a learning-rate cool-down exports its trained weights: the decay to 0 already averages
     # what the EMA would (measured: 0.261 trained vs 0.259 EMA pose AP after `pretrain`'s cool-down, 200 entries).
@@ -309,7 +337,7 @@ def pretrain_overrides(steps: int, cooldown_steps: int) -> list[str]:
 def stage_pretrain(args: argparse.Namespace) -> None:
     """The shared pre-training: `unet` in plain mode with the recipe's overrides (user overrides come last)."""
     steps = args.pretrain_steps
-    overrides = [*pretrain_overrides(steps, args.cooldown_steps), *args.overrides]
+    overrides = [*pretrain_overrides(steps, args.cooldown_steps), *smoke_overrides(args, "train"), *args.overrides]
     stage_unet(
         _with(
             args,
@@ -327,8 +355,10 @@ def stage_pretrain(args: argparse.Namespace) -> None:
 def finetune_args(args: argparse.Namespace, mode: str) -> argparse.Namespace:
     """`unet` arguments of the shipped fine-tune of one loss from the pre-trained UNet."""
     init = [TINY / "base-tiny.safetensors", PRETRAINED_DIR / unet_file_name("plain", args.seed)]
-    overrides = [*FINETUNE_OVERRIDES, *args.overrides]
-    return _with(args, mode=mode, max_steps=FINETUNE_STEPS, no_ema=True, init=init, overrides=overrides)
+    overrides = [*FINETUNE_OVERRIDES, *smoke_overrides(args, "train"), *args.overrides]
+    smoke = getattr(args, "smoke", None)
+    steps = FINETUNE_STEPS if smoke is None else smoke
+    return _with(args, mode=mode, max_steps=steps, no_ema=True, init=init, overrides=overrides)
 
 
 STAGES = {
@@ -351,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=23, help="seed of the init/unet stages")
     parser.add_argument("--max-steps", type=int, default=3000, help="training steps of the `unet` stage")
     parser.add_argument(
-        "--pretrain-steps", type=int, default=24000, help="steps of 64 of the `pretrain` stage (shipped: 24,000 in all)"
+        "--pretrain-steps", type=int, default=34000, help="steps of 64 of the `pretrain` stage (shipped: 34,000 in all)"
     )
     parser.add_argument(
         "--cooldown-steps",
@@ -360,9 +390,9 @@ def main(argv: list[str] | None = None) -> int:
         help="`pretrain`: the learning rate decays linearly to 0 over the last N steps (0: constant; shipped: 2,000)",
     )
     parser.add_argument("--max-minutes", type=float, help="stop the pose/vae/unet training after this many minutes")
-    parser.add_argument("--world-size", type=int, default=10000, help="images of the generated world")
+    parser.add_argument("--world-size", type=int, help="images of the generated world (default 10,000)")
     parser.add_argument(
-        "--extra-world-size", type=int, default=30000, help="training images of the pose net's extra world (0: none)"
+        "--extra-world-size", type=int, help="training images of the pose net's extra world (0: none; default 30,000)"
     )
     parser.add_argument("--workers", type=int, default=1, help="processes generating the world / reading it (cache)")
     parser.add_argument("--device", default="cpu", help="torch device of the `cache` and `roundtrip` stages' VAE")
@@ -380,19 +410,70 @@ def main(argv: list[str] | None = None) -> int:
         "--overwrite", action="store_true", help="`roundtrip`: redo existing round trips (needed after a new VAE)"
     )
     parser.add_argument("--roundtrip-limit", type=int, help="`roundtrip`: first N training images only (quick runs)")
+    parser.add_argument(
+        "--smoke",
+        type=int,
+        metavar="N",
+        help="rehearse at toy scale in --workdir: 64/32-image worlds, every training stage N steps of batch 4; "
+        "`all` then evaluates the paper-mode UNet on 4 entries",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help=f"build in this folder (configs/ copied in if absent; paths are relative to it) instead of the current "
+        f"one; --smoke's default: {SMOKE_DIR}",
+    )
     parser.add_argument("overrides", nargs="*", default=[], help="dotted key=value overrides for the training script")
     args = parser.parse_intermixed_args(argv)
     if any("=" not in o for o in args.overrides):
         parser.error(f"overrides must be key=value; got {[o for o in args.overrides if '=' not in o]}")
+    if args.smoke is not None and args.smoke < 1:
+        parser.error(f"--smoke takes a number of steps >= 1; got {args.smoke}")
+    smoke_sizes = SMOKE_WORLD_SIZES if args.smoke is not None else (10000, 30000)
+    args.world_size = smoke_sizes[0] if args.world_size is None else args.world_size
+    args.extra_world_size = smoke_sizes[1] if args.extra_world_size is None else args.extra_world_size
+    if args.smoke is not None:
+        args.pretrain_steps = args.smoke
+        args.cooldown_steps = min(args.cooldown_steps, args.smoke)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    workdir = args.workdir if args.workdir is not None else SMOKE_DIR if args.smoke is not None else None
+    if workdir is not None:
+        _enter_workdir(workdir, smoke=args.smoke is not None)
+    start = time.perf_counter()
     if args.stage == "all":
         for stage in ("world", "vae", "decoder", "init", "cache", "roundtrip", "pose", "pretrain"):
             STAGES[stage](args)
         for mode in MODES:
             stage_unet(finetune_args(args, mode))
+        if args.smoke is not None:
+            _smoke_evaluation()
     else:
         STAGES[args.stage](args)
+    logger.info("%s finished in %.1f min%s", args.stage, (time.perf_counter() - start) / 60, _where(workdir))
     return 0
+
+
+def _enter_workdir(workdir: Path, smoke: bool) -> None:
+    """Make `workdir` the current folder, with its own copy of the repository's configs (`init` rewrites the model
+    config's latent scale there). A smoke run refuses the repository itself: it would overwrite the shipped files."""
+    workdir = workdir.resolve()
+    if smoke and workdir == ROOT:
+        raise SystemExit(f"--smoke would overwrite the shipped weights in {ROOT}; give another --workdir.")
+    workdir.mkdir(parents=True, exist_ok=True)
+    if workdir != ROOT and not (workdir / "configs").exists():
+        shutil.copytree(ROOT / "configs", workdir / "configs")
+    os.chdir(workdir)
+    logger.info("Working in %s", workdir)
+
+
+def _where(workdir: Path | None) -> str:
+    return "" if workdir is None else f" (in {Path.cwd()})"
+
+
+def _smoke_evaluation() -> None:
+    """The last step of `all --smoke`: the built files load and sample through the evaluation of the real build."""
+    argv = ["--modes", "paper", "--limit", "4", "--steps", "2", "--outdir", "eval", "--no-roundtrip", "--threads", "1"]
+    _run("evaluate_mannequin", argv)
 
 
 if __name__ == "__main__":

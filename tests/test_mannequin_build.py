@@ -555,3 +555,60 @@ def test_compare_rejects_one_fold_or_a_merge_at_once(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
         evaluate.main(argv)
     assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_all_smoke_runs_the_whole_recipe_end_to_end_in_its_own_folder(tmp_path):
+    """`all --smoke 1`: every stage for real (worlds, VAE, decoder, init, cache, round trips, three pose-net runs,
+    pre-training, three fine-tunes, evaluation) at toy scale, in a work folder; the repository's files untouched."""
+    import subprocess
+    import sys
+
+    shipped = _digests(REPO / "humansd_data" / "checkpoints" / "tiny")
+    config = (REPO / "configs" / "tiny" / "mannequin-humansd.yaml").read_text()
+    work = tmp_path / "build"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(REPO / "scripts" / "build_mannequin_models.py"), "all", "--smoke", "1"]
+    proc = subprocess.run([*cmd, "--workdir", str(work)], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tiny = work / "humansd_data" / "checkpoints" / "tiny"
+    built = {p.name for p in tiny.iterdir()}
+    assert {"vae-tiny.safetensors", "base-tiny.safetensors", "pose-tiny.safetensors"} <= built
+    assert {f"humansd-tiny-{m}.safetensors" for m in ("plain", "paper", "reference")} <= built
+    assert (work / "humansd_data" / "datasets" / "Mannequin" / "latents-train.safetensors").is_file()
+    assert (work / "humansd_data" / "datasets" / "MannequinRoundTrip" / "mapping_file_training.json").is_file()
+    extra = json.loads((work / "humansd_data/datasets/MannequinExtra/mapping_file_training.json").read_text())
+    assert len(extra) == 32
+    # each fine-tune started from the pre-trained UNet and ran the asked number of steps
+    info = json.loads(_safetensors_metadata(tiny / "humansd-tiny-paper.safetensors")["info"])
+    assert info["steps"] == "1" and info["init"].endswith("logs/mannequin/pretrained/humansd-tiny-plain.safetensors")
+    rows = json.loads((work / "eval" / "ablation.json").read_text())["rows"]
+    assert rows["paper (seed 23)"]["images"] == 4
+    # `init` measured the toy VAE's latent scale into the work folder's copy of the config, not the repository's
+    assert (work / "configs" / "tiny" / "mannequin-humansd.yaml").read_text() != config
+    assert (REPO / "configs" / "tiny" / "mannequin-humansd.yaml").read_text() == config
+    assert _digests(REPO / "humansd_data" / "checkpoints" / "tiny") == shipped
+
+
+def _safetensors_metadata(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata() or {}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["all", "--smoke", "0"], "--smoke takes a number of steps >= 1"), (["world", "--smoke", "1"], "overwrite")],
+)
+def test_smoke_refuses_zero_steps_and_the_repository_as_work_folder(argv, message, capsys):
+    build = _script("build_mannequin_models")
+    with pytest.raises(SystemExit, match=None if "--smoke takes" in message else message):
+        build.main([*argv, "--workdir", str(REPO)])
+    if "--smoke takes" in message:
+        assert message in capsys.readouterr().err
