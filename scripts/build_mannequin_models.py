@@ -472,7 +472,8 @@ def _where(workdir: Path | None) -> str:
 
 def _smoke_evaluation() -> None:
     """The last step of `all --smoke`: the built files load and sample through the evaluation of the real build."""
-    argv = ["--modes", "paper", "--limit", "4", "--steps", "2", "--outdir", "eval", "--no-roundtrip", "--threads", "1"]
+    argv = ["--modes", "paper", "--limit", "4", "--steps", "2", "--outdir", "eval", "--no-roundtrip", "--errors"]
+    argv += ["--threads", "1"]
     _run("evaluate_mannequin", argv)
 
 

@@ -50,6 +50,7 @@ from ldm.inference.pipeline import PoseToImagePipeline
 from ldm.metrics.color_adherence import mean_adherence
 from ldm.metrics.evaluate import EvalOptions, evaluate, pce_name
 from ldm.metrics.inputs import EvalItem, EvalSet, load_index
+from ldm.metrics.marking import marking_metrics
 from ldm.metrics.pose_errors import ERROR_METRIC_NAMES
 from ldm.pose.convert import rescale_pose
 from ldm.pose.estimator import PoseEstimator
@@ -64,28 +65,37 @@ POSE_CONFIG = Path("configs/pose/higherhrnet_tiny_mannequin.yaml")
 ROUNDTRIP = "VAE round trip of the real renders"
 
 
-def _adherence(eval_set: EvalSet) -> dict[str, float]:
-    images, captions, poses = [], [], []
+def _load(eval_set: EvalSet) -> tuple[list[np.ndarray], list[np.ndarray], list]:
+    """Images, their real renders (resized to the image) and poses (in the image's pixel frame)."""
+    images, references, poses = [], [], []
     for item in eval_set.items:
         images.append(np.asarray(Image.open(item.image_path).convert("RGB")))
-        captions.append(item.prompt)
+        h, w = images[-1].shape[:2]
         with Image.open(item.reference_image) as ref:
-            w, h = ref.size
-        pose = load_pose(item.pose_path, width=w, height=h)
-        poses.append(rescale_pose(pose, images[-1].shape[1], images[-1].shape[0]))
-    return mean_adherence(images, captions, poses)
+            pose = load_pose(item.pose_path, width=ref.width, height=ref.height)
+            references.append(np.asarray(ref.convert("RGB").resize((w, h), Image.Resampling.BILINEAR)))
+        poses.append(rescale_pose(pose, w, h))
+    return images, references, poses
+
+
+def _pixel_scores(eval_set: EvalSet, marking: bool) -> dict[str, float | None]:
+    """Caption adherence, and with `marking` the left-limb marking figures (ldm.metrics.marking)."""
+    images, references, poses = _load(eval_set)
+    scores = {"adherence": mean_adherence(images, [item.prompt for item in eval_set.items], poses)["score"]}
+    if marking:
+        scores |= marking_metrics(images, references, poses)
+    return scores
 
 
 def _score(eval_set: EvalSet, detector: PoseEstimator, errors: bool = False) -> dict[str, float]:
     options = EvalOptions(metrics=("pose",), pce_min_scores=(PCE_MIN_SCORE,), pose_errors=errors)
     result = evaluate(eval_set, detector=detector, options=options)
     m = result.overall.metrics
-    adherence = _adherence(eval_set)
     row = {"images": result.overall.counts.get("images", len(eval_set.items))}
     row.update({key: m.get(key) for key in METRICS if key != "adherence"})
     if errors:
         row.update({key: m.get(key) for key in ERROR_METRIC_NAMES})
-    row["adherence"] = adherence["score"]
+    row.update(_pixel_scores(eval_set, marking=errors))
     return row
 
 
@@ -197,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         "--errors",
         action="store_true",
         help="add the keypoint error diagnosis per row (share of joints inverted left/right, missed, ...; AP with "
-        "each error type corrected) to ablation.json and a second table",
+        "each error type corrected) and the left-limb marking of single-figure entries (share on the right side, "
+        "median strength against the real render) to ablation.json and a second table",
     )
     p.add_argument("--merge", nargs="+", type=Path, metavar="DIR", help="only combine earlier runs' tables")
     p.add_argument(
@@ -275,6 +286,9 @@ HEADER = f"pose AP | AP50 | PCE | PCE (score >= {PCE_MIN_SCORE:g}) | caption adh
 RULE = "|---|---|---|---|---|---|---|"
 # Columns of the error-diagnosis table (--errors): shares of labelled joints, AP with errors corrected.
 ERROR_TABLE = ("joints good", "joints jitter", "joints inversion", "joints miss", "AP fixed inversion", "AP fixed all")
+# ... and the left-limb marking of the single-figure entries (ldm/metrics/marking.py): share drawn on the right side,
+# median strength relative to the real render.
+MARKING_TABLE = ("marking agreement", "marking contrast")
 
 
 def summarize(rows: dict[str, dict]) -> dict[str, dict]:
@@ -315,10 +329,9 @@ def _write_tables(rows: dict[str, dict], outdir: Path) -> None:
             lines.append(f"| {mode} | {e['seeds']} | {cells} |")
     diagnosed = {name: r for name, r in rows.items() if r.get(ERROR_TABLE[0]) is not None}
     if diagnosed:
-        lines += ["", "| model | " + " | ".join(ERROR_TABLE) + " |", "|---|" + "---|" * len(ERROR_TABLE)]
-        lines += [
-            f"| {name} | " + " | ".join(fmt(r.get(k)) for k in ERROR_TABLE) + " |" for name, r in diagnosed.items()
-        ]
+        columns = ERROR_TABLE + MARKING_TABLE
+        lines += ["", "| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+        lines += [f"| {name} | " + " | ".join(fmt(r.get(k)) for k in columns) + " |" for name, r in diagnosed.items()]
     (outdir / "ablation.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -394,6 +394,7 @@ def test_evaluate_exclude_leaves_the_tuning_entries_out(monkeypatch, tmp_path, c
 def test_error_diagnosis_rows_get_their_own_table(tmp_path):
     evaluate = _script("evaluate_mannequin")
     diagnosed = {**_row(0.2, 1.0), **dict.fromkeys(evaluate.ERROR_METRIC_NAMES, 0.25), "joints inversion": 0.125}
+    diagnosed |= {"marking figures": 40, "marking agreement": 0.975, "marking contrast": 0.7}
     run = tmp_path / "run"
     run.mkdir()
     (run / "ablation.json").write_text(
@@ -403,6 +404,8 @@ def test_error_diagnosis_rows_get_their_own_table(tmp_path):
     table = (tmp_path / "out" / "ablation.md").read_text()
     assert "| model | joints good | joints jitter | joints inversion |" in table
     assert "| paper (seed 23) | 0.250 | 0.250 | 0.125 | 0.250 |" in table
+    assert "| AP fixed all | marking agreement | marking contrast |" in table
+    assert "| 0.250 | 0.975 | 0.700 |" in table
     assert table.count("| real renders |") == 1  # undiagnosed: in the main table only
 
 
@@ -589,6 +592,7 @@ def test_all_smoke_runs_the_whole_recipe_end_to_end_in_its_own_folder(tmp_path):
     assert info["steps"] == "1" and info["init"].endswith("logs/mannequin/pretrained/humansd-tiny-plain.safetensors")
     rows = json.loads((work / "eval" / "ablation.json").read_text())["rows"]
     assert rows["paper (seed 23)"]["images"] == 4
+    assert {"joints inversion", "marking agreement"} <= set(rows["paper (seed 23)"])  # with the error diagnosis
     # `init` measured the toy VAE's latent scale into the work folder's copy of the config, not the repository's
     assert (work / "configs" / "tiny" / "mannequin-humansd.yaml").read_text() != config
     assert (REPO / "configs" / "tiny" / "mannequin-humansd.yaml").read_text() == config
