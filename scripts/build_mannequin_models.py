@@ -438,6 +438,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     workdir = args.workdir if args.workdir is not None else SMOKE_DIR if args.smoke is not None else None
     if workdir is not None:
+        # paths given on the command line mean what they meant where the command was typed
+        args.init = None if args.init is None else [p.resolve() for p in args.init]
+        args.out_dir = args.out_dir if args.out_dir == TINY else args.out_dir.resolve()
         _enter_workdir(workdir, smoke=args.smoke is not None)
     start = time.perf_counter()
     if args.stage == "all":

@@ -616,3 +616,18 @@ def test_smoke_refuses_zero_steps_and_the_repository_as_work_folder(argv, messag
         build.main([*argv, "--workdir", str(REPO)])
     if "--smoke takes" in message:
         assert message in capsys.readouterr().err
+
+
+def test_workdir_keeps_command_line_paths_where_they_were_typed(monkeypatch, tmp_path):
+    build = _script("build_mannequin_models")
+    monkeypatch.chdir(tmp_path)
+    seen = []
+    monkeypatch.setitem(build.STAGES, "unet", lambda args: seen.append((args, Path.cwd())))
+    argv = ["unet", "--workdir", "work", "--init", "start.safetensors", "--out-dir", "mine"]
+    assert build.main(argv) == 0
+    ((args, cwd),) = seen
+    assert cwd == (tmp_path / "work").resolve() and (cwd / "configs" / "tiny").is_dir()  # its own configs
+    assert args.init == [(tmp_path / "start.safetensors").resolve()] and args.out_dir == (tmp_path / "mine").resolve()
+    seen.clear()
+    assert build.main(["unet", "--workdir", str(tmp_path / "work")]) == 0  # defaults stay relative: in the folder
+    assert seen[0][0].out_dir == build.TINY and seen[0][0].init is None
