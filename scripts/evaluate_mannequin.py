@@ -198,10 +198,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--no-roundtrip", action="store_true", help="skip the VAE round-trip (ceiling) row")
     p.add_argument(
-        "--vae",
+        "--base",
         type=Path,
         default=TINY / "base-tiny.safetensors",
-        help="VAE of the round-trip row: any file with first_stage_model.* keys (e.g. a retrained vae-tiny)",
+        help="VAE + text tower file the UNets are loaded with (e.g. a base file with a fine-tuned decoder)",
+    )
+    p.add_argument(
+        "--vae",
+        type=Path,
+        help="VAE of the round-trip row: any file with first_stage_model.* keys (e.g. a retrained vae-tiny; "
+        "default: --base's)",
     )
     p.add_argument(
         "--errors",
@@ -250,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     detector = _detector(args.pose_checkpoint).to(args.device)
     rows = {"real renders": _score(_real_set(records), detector, args.errors)}
     if not args.no_roundtrip:
-        vae = _shipped_vae(args.vae).to(args.device)
+        vae = _shipped_vae(args.base if args.vae is None else args.vae).to(args.device)
         rows[ROUNDTRIP] = _score(
             _roundtrip_set(records, vae, args.outdir / "vae-roundtrip", args.device), detector, args.errors
         )
@@ -263,9 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                 logger.warning("Skipping %s: %s not found", name, unet)
                 continue
             start = time.perf_counter()
-            pipe = PoseToImagePipeline.from_config(
-                TINY_CONFIG, [TINY / "base-tiny.safetensors", unet], device=args.device
-            )
+            pipe = PoseToImagePipeline.from_config(TINY_CONFIG, [args.base, unet], device=args.device)
             out = args.outdir / name
             try:
                 _generate(pipe, records, out, args)

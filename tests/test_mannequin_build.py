@@ -631,3 +631,35 @@ def test_workdir_keeps_command_line_paths_where_they_were_typed(monkeypatch, tmp
     seen.clear()
     assert build.main(["unet", "--workdir", str(tmp_path / "work")]) == 0  # defaults stay relative: in the folder
     assert seen[0][0].out_dir == build.TINY and seen[0][0].init is None
+
+
+def test_evaluate_loads_the_unets_and_the_round_trips_with_the_given_base(monkeypatch, tmp_path):
+    from ldm.data.synthetic import write_tiny_dataset
+
+    evaluate = _script("evaluate_mannequin")
+    world = tmp_path / "world"
+    write_tiny_dataset(world, n=4, size=32, seed=0).rename(world / "mapping_file_validation.json")
+    unets = tmp_path / "unets"
+    unets.mkdir()
+    (unets / "humansd-tiny-paper.safetensors").touch()
+    loaded, vaes = [], []
+    monkeypatch.setattr(evaluate, "WORLD", world)
+    monkeypatch.setattr(evaluate, "_detector", lambda checkpoint: evaluate.torch.nn.Identity())
+    monkeypatch.setattr(evaluate, "_score", lambda eval_set, *a: {"images": len(eval_set.items)})
+    monkeypatch.setattr(evaluate, "_write_tables", lambda rows, outdir: None)
+    monkeypatch.setattr(evaluate, "_roundtrip_set", lambda records, vae, out, device: evaluate.EvalSet([], source=""))
+    monkeypatch.setattr(evaluate, "_shipped_vae", lambda path: vaes.append(path) or evaluate.torch.nn.Identity())
+
+    def fake_from_config(config, files, device):
+        loaded.append(files)
+        raise SystemExit("stop after loading")
+
+    monkeypatch.setattr(evaluate.PoseToImagePipeline, "from_config", fake_from_config)
+    argv = ["--modes", "paper", "--unet-dir", str(unets), "--outdir", str(tmp_path / "out"), "--limit", "2"]
+    with pytest.raises(SystemExit, match="stop after loading"):
+        evaluate.main([*argv, "--base", "new-base.safetensors"])
+    assert loaded[-1] == [Path("new-base.safetensors"), unets / "humansd-tiny-paper.safetensors"]
+    assert vaes[-1] == Path("new-base.safetensors")  # the round trips use the same VAE unless --vae says otherwise
+    with pytest.raises(SystemExit):
+        evaluate.main([*argv, "--vae", "vae-tiny.safetensors"])
+    assert loaded[-1][0] == evaluate.TINY / "base-tiny.safetensors" and vaes[-1] == Path("vae-tiny.safetensors")
