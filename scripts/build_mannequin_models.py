@@ -22,8 +22,8 @@ Stages (`all` runs them in this order; or one at a time):
             (`--init`: only these, from the given weights) -> humansd_data/checkpoints/tiny/pose-tiny.safetensors
     pretrain  the shared UNet pre-training of the shipped recipe: plain loss with Min-SNR-5 weighting, EMA,
             `--pretrain-steps` steps of batch 64 at lr 1e-3 on the latent cache, the last `--cooldown-steps`
-            decaying linearly to 0 -> logs/mannequin/pretrained/humansd-tiny-plain.safetensors (34,000 steps, the
-            total the shipped UNets trained for, with a 2,000-step cool-down: ~3 h on 2 CPU cores, one job with
+            decaying linearly to 0 -> logs/mannequin/pretrained/humansd-tiny-plain.safetensors (42,000 steps, the
+            total the shipped UNets trained for, with a 2,000-step cool-down: ~3.6 h on 2 CPU cores, one job with
             2 threads, ~195 steps per minute)
     unet    train one tiny HumanSD UNet (`--mode plain|paper|reference`, scripts/train.py) and export its EMA UNet
             to .../humansd-tiny-<mode>.safetensors (UNet keys only, fp16)
@@ -45,7 +45,7 @@ that the models learn anything: `all --smoke 2` takes about 2 minutes on 2 CPU c
 Example:
     python scripts/build_mannequin_models.py all
     python scripts/build_mannequin_models.py all --smoke 2          # the rehearsal, in outputs/mannequin-smoke
-    python scripts/build_mannequin_models.py pretrain --pretrain-steps 34000 --cooldown-steps 2000
+    python scripts/build_mannequin_models.py pretrain --pretrain-steps 42000 --cooldown-steps 2000
     python scripts/build_mannequin_models.py unet --mode paper --seed 23 --max-steps 250 --no-ema \
         --init humansd_data/checkpoints/tiny/base-tiny.safetensors \
         --init logs/mannequin/pretrained/humansd-tiny-plain.safetensors \
@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=23, help="seed of the init/unet stages")
     parser.add_argument("--max-steps", type=int, default=3000, help="training steps of the `unet` stage")
     parser.add_argument(
-        "--pretrain-steps", type=int, default=34000, help="steps of 64 of the `pretrain` stage (shipped: 34,000 in all)"
+        "--pretrain-steps", type=int, default=42000, help="steps of 64 of the `pretrain` stage (shipped: 42,000 in all)"
     )
     parser.add_argument(
         "--cooldown-steps",
