@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -133,3 +134,40 @@ def test_script_rejects_a_missing_or_mismatched_init(setup, tmp_path, capsys):
     save_file({"model.diffusion_model.x": torch.zeros(1)}, str(other))
     assert script.main(["--config", str(config), f"training.init={other}"]) == 2
     assert "no first_stage_model.* weights in" in capsys.readouterr().err
+
+
+def test_cool_down_decays_the_learning_rate_towards_zero_at_max_steps():
+    module = AutoencoderModule(vae=_vae(), learning_rate=1e-2, decoder_only=True, lr_decay_steps=2)
+    module._trainer = SimpleNamespace(max_steps=4, global_step=0)  # what Lightning attaches during fit
+    scheduler = module.configure_optimizers()["lr_scheduler"]["scheduler"]
+    rates = []
+    for step in range(4):
+        module._trainer.global_step = step
+        scheduler.step()
+        rates.append(scheduler.get_last_lr()[0])
+    assert rates == pytest.approx([1e-2, 1e-2, 1e-2, 5e-3])  # 0 would be the rate at step max_steps
+    assert isinstance(AutoencoderModule(vae=_vae()).configure_optimizers(), torch.optim.AdamW)  # default: constant
+
+
+@pytest.mark.parametrize("bad", [0, -3, 1.5, True])
+def test_cool_down_rejects_non_positive_or_fractional_lengths(bad):
+    with pytest.raises(ValueError, match="lr_decay_steps"):
+        AutoencoderModule(vae=_vae(), lr_decay_steps=bad)
+
+
+def test_script_rejects_a_cool_down_longer_than_the_run(setup, capsys):
+    root, config, _ = setup
+    assert _script().main(["--config", str(config), "training.lr_decay_steps=3"]) == 2
+    assert "larger than training.max_steps" in capsys.readouterr().err
+
+
+def test_script_wires_the_cool_down_into_training(setup):
+    root, config, _ = setup
+    outs = {}
+    for decay in ("null", "2"):  # same init, seed and batches; the cool-down halves the second step's rate
+        out = root / f"decay-{decay}.safetensors"
+        args = ["--config", str(config), "--logdir", str(root / f"logs-{decay}"), f"training.lr_decay_steps={decay}"]
+        assert _script().main([*args, f"output={out}"]) == 0
+        outs[decay] = load_file(str(out))
+    decoder = [k for k in outs["2"] if k.startswith("first_stage_model.decoder.")]
+    assert any(not torch.equal(outs["null"][k], outs["2"][k]) for k in decoder)

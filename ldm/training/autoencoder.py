@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from ldm.data.keys import BatchKey
 from ldm.models.autoencoder import AutoencoderKL
+from ldm.training.module import lr_factor
 
 
 class AutoencoderModule(pl.LightningModule):
@@ -37,6 +38,9 @@ class AutoencoderModule(pl.LightningModule):
             ft-MSE/ft-EMA decoders were made: the latent space stays exactly the same, so diffusion models and
             latent caches made with the encoder remain valid while the decoder improves. The KL term
             is constant then and is left out.
+        lr_decay_steps: decay the learning rate linearly over the last this many steps of the trainer's
+            `max_steps`, towards 0 at step `max_steps` (a cool-down, as `ldm.training.module.lr_factor`); None
+            keeps it constant.
     """
 
     def __init__(
@@ -49,6 +53,7 @@ class AutoencoderModule(pl.LightningModule):
         crop_size: int | None = None,
         betas: tuple[float, float] = (0.9, 0.999),
         decoder_only: bool = False,
+        lr_decay_steps: int | None = None,
     ):
         super().__init__()
         self.vae = vae
@@ -58,6 +63,11 @@ class AutoencoderModule(pl.LightningModule):
         self.crop_size = crop_size
         self.betas = tuple(betas)
         self.decoder_only = decoder_only
+        if lr_decay_steps is not None and (
+            isinstance(lr_decay_steps, bool) or int(lr_decay_steps) != lr_decay_steps or lr_decay_steps < 1
+        ):
+            raise ValueError(f"lr_decay_steps must be an integer >= 1 or null; got {lr_decay_steps!r}.")
+        self.lr_decay_steps = lr_decay_steps
         if decoder_only:
             for module in (self.vae.encoder, self.vae.quant_conv):
                 module.requires_grad_(False)
@@ -103,6 +113,19 @@ class AutoencoderModule(pl.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._common_step(batch, "val")
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, Any]:
         params = [p for p in self.vae.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=self.learning_rate, betas=self.betas)
+        optimizer = torch.optim.AdamW(params, lr=self.learning_rate, betas=self.betas)
+        if self.lr_decay_steps is None:
+            return optimizer
+        max_steps = int(self.trainer.max_steps)
+        if not 0 < self.lr_decay_steps <= max_steps:
+            raise ValueError(
+                f"lr_decay_steps ({self.lr_decay_steps}) needs a trainer max_steps at least as large (got {max_steps})."
+            )
+
+        def factor(_: int) -> float:  # from the trainer's step, so the decay ends exactly at max_steps
+            return lr_factor(self.trainer.global_step, max_steps, schedule="linear", decay_steps=self.lr_decay_steps)
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
