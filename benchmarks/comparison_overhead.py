@@ -36,7 +36,6 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from benchmarks.common import HelpFormatter
 from comparison_models.denoisers import ControlNetDenoiser, T2IAdapterDenoiser
 from comparison_models.pipelines import (
     ControlNetPipeline,
@@ -44,6 +43,7 @@ from comparison_models.pipelines import (
     build_comparison_models,
     load_comparison_config,
 )
+from ldm.cli import HelpFormatter
 from ldm.conditioning import Conditioning
 from ldm.inference.pipeline import PRECISIONS, PoseToImagePipeline
 from ldm.samplers import ClassifierFreeGuidance

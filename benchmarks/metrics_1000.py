@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.common import HelpFormatter
+from ldm.cli import HelpFormatter
 from ldm.pose.io import save_pose
 from ldm.pose.keypoints import Person, Pose
 from ldm.pose.render import render_pose_map

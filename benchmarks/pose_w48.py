@@ -18,7 +18,7 @@ import time
 import numpy as np
 import torch
 
-from benchmarks.common import HelpFormatter
+from ldm.cli import HelpFormatter
 from ldm.pose.estimator import POSE_ESTIMATOR_PRESETS, PoseEstimator
 
 logger = logging.getLogger(__name__)

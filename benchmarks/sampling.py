@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, open_dict
 
-from benchmarks.common import HelpFormatter
+from ldm.cli import HelpFormatter
 from ldm.config import load_config
 from ldm.inference.pipeline import PoseToImagePipeline
 

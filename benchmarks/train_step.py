@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import HelpFormatter
+from ldm.cli import HelpFormatter
 from ldm.data.keys import BatchKey
 from ldm.training.build import build_loss, build_model, build_module
 from ldm.training.config import HeatmapLossConfig, LossConfig, PoseNetConfig, load_train_config, parse_train_config

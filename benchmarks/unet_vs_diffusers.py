@@ -46,7 +46,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmarks.common import HelpFormatter
+from ldm.cli import HelpFormatter
 from ldm.config import instantiate, load_config, to_container
 from ldm.inference.fast_path import prepack_weights
 from ldm.models.unet import UNetModel

@@ -1,4 +1,4 @@
-"""Reproduce the embedded tiny models of the mannequin world from scratch, stage by stage, on CPU.
+r"""Reproduce the embedded tiny models of the mannequin world from scratch, stage by stage, on CPU.
 
 Stages (`all` runs them in this order; or one at a time):
     world   generate the dataset (scripts/make_mannequin_world.py; figures with marked left limbs) unless it

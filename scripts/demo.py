@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ldm.cli import HelpFormatter
 from ldm.inference.defaults import embedded_model, resolve_model
 from ldm.inference.pipeline import PoseToImagePipeline
 from ldm.pose.io import load_pose
@@ -41,7 +42,7 @@ def build_grid(rows: list[list[np.ndarray]], *, scale: int) -> Image.Image:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--outdir", type=Path, default=Path("outputs/demo"), help="where the grid is written")
     parser.add_argument("--config", type=Path, help="model config (default: the embedded tiny model)")
     parser.add_argument("--ckpt", type=Path, action="append", help="weights; repeat for a base + UNet pair")

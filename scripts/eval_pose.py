@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from ldm.cli import HelpFormatter
 from ldm.pose.estimator import PoseEstimator
 from ldm.training.pose_eval import collect_detections
 from ldm.training.pose_module import read_exported_pose_config
@@ -26,7 +27,7 @@ logger = logging.getLogger("eval_pose")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--checkpoint", type=Path, required=True, help=".safetensors (or .pth) HigherHRNet weights")
     p.add_argument(
         "--pose-config", help="preset or YAML (configs/pose/*.yaml); default: the config stored in the checkpoint"

@@ -1,4 +1,4 @@
-"""Evaluate the tiny HumanSD models on the mannequin world's validation split (the ablation of issue #5).
+r"""Evaluate the tiny HumanSD models on the mannequin world's validation split (the ablation of issue #5).
 
 For each loss mode (plain / paper / reference) it generates one image per validation entry with the shipped (or
 given) UNet, then measures with the project's metric code: pose AP of the tiny pose net's detections against the

@@ -17,11 +17,8 @@ import logging
 import sys
 from pathlib import Path
 
+from ldm.cli import HelpFormatter
 from ldm.training.export import DTYPES, export_inference_weights
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults and keep the description's example layout."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,17 +12,14 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from ldm.cli import HelpFormatter
 from ldm.data.mannequin.world import MAX_VAL_FRACTION, check_world_options, write_mannequin_world
 
 logger = logging.getLogger(__name__)
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows defaults and keeps the description's line breaks."""
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="dataset root to create")
     parser.add_argument("--n", type=int, default=2000, help="number of images")
     parser.add_argument("--size", type=int, default=128, help="image side in pixels (multiple of 8, 32 to 1024)")

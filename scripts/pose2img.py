@@ -17,6 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
+from ldm.cli import HelpFormatter
 from ldm.inference.defaults import resolve_model
 from ldm.inference.outputs import save_generation, weights_fingerprint
 from ldm.inference.pipeline import DEFAULT_ADDED_PROMPT, DEFAULT_NEGATIVE_PROMPT, PRECISIONS, PoseToImagePipeline
@@ -27,7 +28,7 @@ logger = logging.getLogger("pose2img")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     io = p.add_argument_group("inputs and outputs")
     io.add_argument("--prompt", help="text prompt (single mode)")
     io.add_argument("--pose", type=Path, help="pose file (.npz/.json), skeleton image, or photo (single mode)")

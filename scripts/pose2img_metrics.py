@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ldm.cli import HelpFormatter
 from ldm.metrics.clip_score import DEFAULT_CLIP_MODEL, ClipScorer
 from ldm.metrics.evaluate import METRIC_GROUPS, EvalOptions, evaluate, read_detections, write_outputs
 from ldm.metrics.features import FEATURE_NETS, INCEPTION_DIMS, load_feature_extractor
@@ -64,13 +65,9 @@ def _named_path(text: str) -> tuple[str, Path]:
     return name, Path(path)
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the module docstring's layout and shows defaults."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface (see the module docstring)."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     src = p.add_argument_group("inputs (choose one)")
     src.add_argument("--index", type=Path, help="batch-generation run folder holding index.shard-*.json")
     src.add_argument("--images", type=Path, help="folder of generated images (with --mapping)")

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from ldm.cli import HelpFormatter
 from ldm.pose.io import load_pose
 from ldm.pose.render import SkeletonStyle, render_pose_map
 
@@ -45,7 +46,7 @@ def render_styles(pose_path: Path, *, threshold: float, gap: int = 8) -> np.ndar
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument(
         "--pose", type=Path, default=REPO_ROOT / "assets/poses/two_people.json", help="pose file to render"
     )

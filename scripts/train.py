@@ -24,13 +24,10 @@ from pathlib import Path
 
 from lightning.pytorch.utilities import rank_zero_only
 
+from ldm.cli import HelpFormatter
 from ldm.training.run import prepare_run
 
 logger = logging.getLogger("train")
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults and keep the description's example layout."""
 
 
 def build_parser() -> argparse.ArgumentParser:

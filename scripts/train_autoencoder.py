@@ -19,6 +19,7 @@ import lightning.pytorch as pl
 from safetensors.torch import save_file
 
 from ldm.checkpoint import load_prefixed
+from ldm.cli import HelpFormatter
 from ldm.config import instantiate, load_config, to_container
 from ldm.data.humansd import HumanPoseDataModule
 from ldm.training.autoencoder import AutoencoderModule
@@ -61,7 +62,7 @@ def load_init(vae, path: str | Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--config", type=Path, required=True, help="autoencoder training config")
     parser.add_argument("overrides", nargs="*", help="dotted key=value config overrides")
     parser.add_argument("--logdir", type=Path, default=Path("logs/autoencoder"), help="Lightning log folder")

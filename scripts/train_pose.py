@@ -1,8 +1,8 @@
-"""Train the bottom-up HigherHRNet pose estimator (e.g. the tiny one on the mannequin world) and export it.
+r"""Train the bottom-up HigherHRNet pose estimator (e.g. the tiny one on the mannequin world) and export it.
 
 Examples:
     # the tiny estimator on the mannequin world (~16 min on a shared 2-core CPU)
-    nice -n 10 python scripts/train_pose.py --config configs/tiny/mannequin-pose.yaml --num-threads 1 \\
+    nice -n 10 python scripts/train_pose.py --config configs/tiny/mannequin-pose.yaml --num-threads 1 \
         --max-minutes 16 --out humansd_data/checkpoints/tiny/pose-tiny.safetensors
     # continue from trained weights (new optimizer and schedule; e.g. more epochs at a lower learning rate)
     python scripts/train_pose.py --init-from humansd_data/checkpoints/tiny/pose-tiny.safetensors \
@@ -30,6 +30,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
+from ldm.cli import HelpFormatter
 from ldm.config import instantiate, load_config
 from ldm.pose.estimator import check_pose_state_dict, load_pose_state_dict
 from ldm.pose.grow import widen_pose_state_dict
@@ -39,7 +40,7 @@ logger = logging.getLogger("train_pose")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--config", type=Path, default=Path("configs/tiny/mannequin-pose.yaml"), help="training YAML")
     p.add_argument("overrides", nargs="*", default=[], help="dotted config overrides, e.g. trainer.max_steps=100")
     p.add_argument("--out", type=Path, help="export the trained weights to this .safetensors file")

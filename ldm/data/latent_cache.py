@@ -1,4 +1,4 @@
-"""Latent cache: the frozen VAE's posterior moments of every training image and pose map, computed once.
+r"""Latent cache: the frozen VAE's posterior moments of every training image and pose map, computed once.
 
 HumanSD fine-tuning encodes the image and the rendered skeleton with the frozen VAE at every step. When the
 augmentation is only a horizontal flip (the mannequin world; any dataset trained without photometric or geometric

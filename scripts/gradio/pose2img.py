@@ -16,19 +16,17 @@ import logging
 import sys
 from pathlib import Path
 
+from ldm.cli import HelpFormatter
+
 logger = logging.getLogger("pose2img-demo")
 
 DETECTORS = ("mediapipe", "higherhrnet", "none")
 DEFAULT_DETECTOR = "mediapipe"
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults and keep the docstring's example lines as written."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The demo's command line."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--config", type=Path, help="model config (default: HumanSD if its weights exist, else tiny)")
     p.add_argument("--ckpt", type=Path, action="append", help="weights (.ckpt/.safetensors); repeat for base + UNet")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda:0")
