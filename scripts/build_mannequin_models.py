@@ -201,6 +201,8 @@ def stage_decoder(args: argparse.Namespace) -> None:
     argv = ["--config", "configs/tiny/mannequin-vae-decoder.yaml", f"training.init={start}", f"output={vae_file}"]
     if args.max_minutes is not None:
         argv.append(f"training.max_minutes={args.max_minutes}")
+    if args.smoke is not None:  # the config's cool-down is longer than a toy run: decay over all of it
+        argv.append(f"training.lr_decay_steps={args.smoke}")
     _run("train_autoencoder", argv + smoke_overrides(args, "train_autoencoder") + args.overrides)
 
 
