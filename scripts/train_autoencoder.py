@@ -92,11 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             decoder_only=bool(cfg.training.get("decoder_only", False)),
             lr_decay_steps=cfg.training.get("lr_decay_steps"),
         )
-        if module.lr_decay_steps is not None and module.lr_decay_steps > cfg.training.max_steps:
-            raise ValueError(
-                f"training.lr_decay_steps ({module.lr_decay_steps}) is larger than training.max_steps "
-                f"({cfg.training.max_steps}); the cool-down runs over the last lr_decay_steps steps."
-            )
+        module.check_lr_decay(int(cfg.training.max_steps))  # before training starts, not inside fit
     except (ValueError, FileNotFoundError) as err:
         print(f"train_autoencoder: error: {err}", file=sys.stderr)
         return 2

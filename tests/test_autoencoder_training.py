@@ -158,7 +158,7 @@ def test_cool_down_rejects_non_positive_or_fractional_lengths(bad):
 def test_script_rejects_a_cool_down_longer_than_the_run(setup, capsys):
     root, config, _ = setup
     assert _script().main(["--config", str(config), "training.lr_decay_steps=3"]) == 2
-    assert "larger than training.max_steps" in capsys.readouterr().err
+    assert "lr_decay_steps (3) is larger than max_steps (2)" in capsys.readouterr().err
 
 
 def test_script_wires_the_cool_down_into_training(setup):

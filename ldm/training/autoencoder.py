@@ -113,16 +113,21 @@ class AutoencoderModule(pl.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._common_step(batch, "val")
 
+    def check_lr_decay(self, max_steps: int) -> None:
+        """Raise ValueError if the cool-down does not fit in a run of `max_steps` steps."""
+        if self.lr_decay_steps is not None and not 0 < self.lr_decay_steps <= max_steps:
+            raise ValueError(
+                f"lr_decay_steps ({self.lr_decay_steps}) is larger than max_steps ({max_steps}); the cool-down runs "
+                f"over the last lr_decay_steps steps of the run."
+            )
+
     def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, Any]:
         params = [p for p in self.vae.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=self.learning_rate, betas=self.betas)
         if self.lr_decay_steps is None:
             return optimizer
         max_steps = int(self.trainer.max_steps)
-        if not 0 < self.lr_decay_steps <= max_steps:
-            raise ValueError(
-                f"lr_decay_steps ({self.lr_decay_steps}) needs a trainer max_steps at least as large (got {max_steps})."
-            )
+        self.check_lr_decay(max_steps)
 
         def factor(_: int) -> float:  # from the trainer's step, so the decay ends exactly at max_steps
             return lr_factor(self.trainer.global_step, max_steps, schedule="linear", decay_steps=self.lr_decay_steps)
