@@ -115,7 +115,7 @@ class AutoencoderModule(pl.LightningModule):
 
     def check_lr_decay(self, max_steps: int) -> None:
         """Raise ValueError if the cool-down does not fit in a run of `max_steps` steps."""
-        if self.lr_decay_steps is not None and not 0 < self.lr_decay_steps <= max_steps:
+        if self.lr_decay_steps is not None and self.lr_decay_steps > max_steps:  # >= 1: __init__
             raise ValueError(
                 f"lr_decay_steps ({self.lr_decay_steps}) is larger than max_steps ({max_steps}); the cool-down runs "
                 f"over the last lr_decay_steps steps of the run."
