@@ -152,3 +152,40 @@ def test_script_errors_are_one_line(world, tmp_path, capsys):
     assert script.main([*argv, "--ckpt", str(no_vae)]) == 2
     assert "no first_stage_model.* weights in" in capsys.readouterr().err
     assert json.loads((world.parent / "mapping_file_training.json").read_text())  # the data was not touched
+
+
+def test_several_caches_read_as_one_dataset(cache, world, model, tmp_path):
+    second_world = write_tiny_dataset(tmp_path / "second", n=10, size=64, seed=1)
+    second = build_latent_cache(
+        model.vae, {"map_file": str(second_world), **OPTIONS}, tmp_path / "second.safetensors", flips=False
+    )
+    one, two = LatentCacheDataset(path=cache, hflip_p=0.0), LatentCacheDataset(path=second, hflip_p=0.0)
+    both = LatentCacheDataset(path=[cache, second], hflip_p=0.0)
+    assert len(both) == len(one) + len(two) == 16
+    assert both.paths == one.paths + two.paths and both.captions == one.captions + two.captions
+    assert torch.equal(both[len(one) + 2][BatchKey.POSE_MOMENTS], two[2][BatchKey.POSE_MOMENTS])
+    assert torch.equal(both.keypoints[:3, 0], one.keypoints[:3, 0])
+    assert both.image_moments.shape[1] == 1  # flips are served only if every file holds them
+    assert len(LatentCacheDataset(path=[cache, second], hflip_p=0.0, max_items=11)) == 11
+    with pytest.raises(ValueError, match="no flipped orientation"):
+        LatentCacheDataset(path=[cache, second], hflip_p=0.5)
+    # the training config's list of files (an OmegaConf list) reaches the dataset through the data module
+    config = OmegaConf.create({"train": {"path": [str(cache), str(second)], "hflip_p": 0.0}, "batch_size": 4})
+    datamodule = LatentCacheDataModule(**config)
+    datamodule.setup("fit")
+    assert len(datamodule.train_dataset) == 16
+
+
+def test_caches_of_different_vaes_or_options_are_not_joined(cache, world, tmp_path):
+    torch.manual_seed(1)
+    other_vae = build_model(load_config(TINY_MODEL)).eval().vae
+    other = build_latent_cache(other_vae, {"map_file": str(world), **OPTIONS}, tmp_path / "vae.safetensors")
+    with pytest.raises(ValueError, match="different VAEs"):
+        LatentCacheDataset(path=[cache, other])
+    wider = build_latent_cache(
+        other_vae, {"map_file": str(world), **OPTIONS, "skeleton_width": 3}, tmp_path / "wide.safetensors"
+    )
+    with pytest.raises(ValueError, match="different dataset options"):
+        LatentCacheDataset(path=[other, wider])
+    with pytest.raises(ValueError, match="empty list"):
+        LatentCacheDataset(path=[])

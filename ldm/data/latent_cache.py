@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -136,57 +136,55 @@ class LatentCacheDataset(Dataset):
     """Items of a latent cache: `BatchKey.IMAGE_MOMENTS`, `POSE_MOMENTS` (2z, h, w) float32, `CAPTION`, `KEYPOINTS`
     (P, 17, 3) and `PATH`, with the stored mirror image drawn with probability `hflip_p`.
 
-    The whole cache is held in memory (the mannequin world's 9,000 items x 2 orientations are ~150 MB).
+    The whole cache is held in memory (the mannequin world's 9,000 items x 2 orientations are ~150 MB). Several
+    caches of one VAE and one set of dataset options (e.g. two generated worlds) can be read as one dataset.
 
     Args:
-        path: the cache file written by `build_latent_cache`.
-        hflip_p: probability of serving the flipped orientation (needs a cache built with flips unless 0).
+        path: the cache file written by `build_latent_cache`, or a list of them (items in that order).
+        hflip_p: probability of serving the flipped orientation (needs caches built with flips unless 0).
         seed: seed of the flip draws; DataLoader workers are reseeded by `seed_worker`.
-        max_items: use only the first `max_items` items.
-        expect_vae: a fingerprint (`vae_fingerprint`) the cache must have been built with, or None to skip.
+        max_items: use only the first `max_items` items (of all files together).
+        expect_vae: a fingerprint (`vae_fingerprint`) the caches must have been built with, or None to skip.
 
     Raises:
-        FileNotFoundError: no cache at `path`.
-        ValueError: not a latent cache, no flipped orientation for `hflip_p > 0`, or another VAE's cache.
+        FileNotFoundError: no cache at a path.
+        ValueError: not a latent cache, no flipped orientation for `hflip_p > 0`, another VAE's cache, or caches
+            that differ in VAE, dataset options or shapes.
     """
 
     def __init__(
         self,
         *,
-        path: str | Path,
+        path: str | Path | Sequence[str | Path],
         hflip_p: float = 0.5,
         seed: int | None = 0,
         max_items: int | None = None,
         expect_vae: str | None = None,
     ) -> None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"No latent cache at {path}; build it with scripts/cache_latents.py (see ldm/data/latent_cache.py)."
-            )
         if not 0.0 <= hflip_p <= 1.0:
             raise ValueError(f"hflip_p must be in [0, 1]; got {hflip_p}.")
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != FORMAT:
-                raise ValueError(f"{path} is not a latent cache (format {meta.get('format')!r}, want {FORMAT!r}).")
-            tensors = {k: f.get_tensor(k) for k in ("image_moments", "pose_moments", "keypoints")}
-        if expect_vae is not None and meta.get("vae_fingerprint") != expect_vae:
-            raise ValueError(
-                f"{path} was encoded by another VAE (fingerprint {meta.get('vae_fingerprint')}, the model's is "
-                f"{expect_vae}); rebuild it with scripts/cache_latents.py."
-            )
-        orientations = tensors["image_moments"].shape[1]
-        if hflip_p > 0 and orientations < 2:
-            raise ValueError(f"{path} holds no flipped orientation; build it with flips or set hflip_p=0.")
+        files = [Path(path)] if isinstance(path, (str, Path)) else [Path(p) for p in path]
+        if not files:
+            raise ValueError("path is an empty list; give at least one latent cache file.")
+        parts = [_read_cache(file, hflip_p=hflip_p, expect_vae=expect_vae) for file in files]
+        first_meta = parts[0][1]
+        for file, (tensors, meta) in zip(files[1:], parts[1:], strict=True):
+            _check_compatible(files[0], first_meta, parts[0][0], file, meta, tensors)
+        # hflip_p == 0 reads orientation 0 only, so caches with and without flips can be joined then.
+        orientations = min(tensors["image_moments"].shape[1] for tensors, _ in parts)
         limit = slice(None, max_items)
-        self.image_moments = tensors["image_moments"][limit]
-        self.pose_moments = tensors["pose_moments"][limit]
-        self.keypoints = tensors["keypoints"][limit]
-        self.captions: list[str] = json.loads(meta["captions"])[limit]
-        self.paths: list[str] = json.loads(meta["paths"])[limit]
+
+        def joined(key: str) -> torch.Tensor:
+            return torch.cat([tensors[key][:, :orientations] for tensors, _ in parts])[limit]
+
+        self.image_moments = joined("image_moments")
+        self.pose_moments = joined("pose_moments")
+        self.keypoints = joined("keypoints")
+        self.captions: list[str] = [c for _, meta in parts for c in json.loads(meta["captions"])][limit]
+        self.paths: list[str] = [p for _, meta in parts for p in json.loads(meta["paths"])][limit]
         self.hflip_p = float(hflip_p)
-        self.metadata = meta
+        self.metadata = {k: v for k, v in first_meta.items() if k not in ("captions", "paths")}
+        self.metadata["files"] = json.dumps([str(file) for file in files])
         self.reseed(seed)
 
     def reseed(self, seed: int | None) -> None:
@@ -207,6 +205,52 @@ class LatentCacheDataset(Dataset):
             BatchKey.KEYPOINTS: self.keypoints[index, o],
             BatchKey.PATH: self.paths[index],
         }
+
+
+def _read_cache(path: Path, *, hflip_p: float, expect_vae: str | None) -> tuple[dict[str, torch.Tensor], dict]:
+    """The tensors and metadata of one cache file, checked on its own."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No latent cache at {path}; build it with scripts/cache_latents.py (see ldm/data/latent_cache.py)."
+        )
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{path} is not a latent cache (format {meta.get('format')!r}, want {FORMAT!r}).")
+        tensors = {k: f.get_tensor(k) for k in ("image_moments", "pose_moments", "keypoints")}
+    if expect_vae is not None and meta.get("vae_fingerprint") != expect_vae:
+        raise ValueError(
+            f"{path} was encoded by another VAE (fingerprint {meta.get('vae_fingerprint')}, the model's is "
+            f"{expect_vae}); rebuild it with scripts/cache_latents.py."
+        )
+    if hflip_p > 0 and tensors["image_moments"].shape[1] < 2:
+        raise ValueError(f"{path} holds no flipped orientation; build it with flips or set hflip_p=0.")
+    return tensors, meta
+
+
+def _check_compatible(
+    first: Path, first_meta: dict, first_tensors: dict[str, torch.Tensor], path: Path, meta: dict, tensors: dict
+) -> None:
+    """Caches read as one dataset must come from one VAE encoder and one set of dataset options (but the map file)."""
+    if meta.get("vae_fingerprint") != first_meta.get("vae_fingerprint"):
+        raise ValueError(
+            f"{path} and {first} were encoded by different VAEs (fingerprints {meta.get('vae_fingerprint')} and "
+            f"{first_meta.get('vae_fingerprint')}); rebuild one with the other's model."
+        )
+
+    def options(m: dict) -> dict:
+        return {k: v for k, v in json.loads(m.get("dataset_options", "{}")).items() if k != "map_file"}
+
+    if options(meta) != options(first_meta):
+        raise ValueError(
+            f"{path} and {first} were built with different dataset options ({options(meta)} vs {options(first_meta)})."
+        )
+    for key in ("image_moments", "pose_moments", "keypoints"):
+        if tensors[key].shape[2:] != first_tensors[key].shape[2:]:
+            raise ValueError(
+                f"{path} and {first} hold {key} of different shapes per item "
+                f"({tuple(tensors[key].shape[2:])} vs {tuple(first_tensors[key].shape[2:])})."
+            )
 
 
 class LatentCacheDataModule(HumanPoseDataModule):
