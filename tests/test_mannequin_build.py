@@ -199,7 +199,9 @@ def test_unet_stage_passes_init_ema_and_overrides_to_train(monkeypatch, tmp_path
         raise Stop
 
     monkeypatch.setattr(build, "_run", fake_run)
-    monkeypatch.setattr(build, "_check_cache_matches_init", lambda init: seen.setdefault("checked", init))
+    monkeypatch.setattr(
+        build, "_check_cache_matches_init", lambda init, caches: seen.update(checked=init, caches=caches)
+    )
     monkeypatch.setenv("HUMANSD_RUN_STAMP", "stamp-of-an-earlier-stage")  # restored after the test
     start = tmp_path / "pretrained.safetensors"
     base = tmp_path / "base.safetensors"
@@ -221,7 +223,7 @@ def test_unet_stage_passes_init_ema_and_overrides_to_train(monkeypatch, tmp_path
                 "data.params.batch_size=32",
             ]
         )
-    assert seen["name"] == "train" and seen["checked"] == [base, start]
+    assert seen["name"] == "train" and seen["checked"] == [base, start] and seen["caches"] == [build.CACHE]
     # a fresh run-folder stamp per run, so the stage knows its folder without looking for the newest one
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d", os.environ["HUMANSD_RUN_STAMP"])
     argv = seen["argv"]
@@ -451,6 +453,43 @@ def test_pretrain_continues_from_given_weights(monkeypatch):
     (pre,) = unets
     assert pre.init == [Path(f) for f in files] and pre.max_steps == 4000 and pre.mode == "plain"
     assert pre.overrides[-1] == "module.lr_decay_steps=1500" and pre.export_trained
+
+
+def test_unet_extra_world_caches_both_worlds_and_pretrains_on_both(monkeypatch):
+    build = _script("build_mannequin_models")
+    runs, checked = [], {}
+    monkeypatch.setattr(build, "_run", lambda name, argv: runs.append((name, argv)))
+    monkeypatch.setattr(build, "_check_cache_matches_init", lambda init, caches: checked.update(caches=caches))
+    assert build.main(["cache", "--unet-extra-world"]) == 0
+    outs = [argv[argv.index("--out") + 1] for name, argv in runs if name == "cache_latents"]
+    assert outs == [str(build.CACHE), str(build.EXTRA_CACHE)]
+    maps = [argv[argv.index("--map-file") + 1] for _, argv in runs]
+    assert maps == [
+        str(build.WORLD / "mapping_file_training.json"),
+        str(build.EXTRA_WORLD / "mapping_file_training.json"),
+    ]
+    runs.clear()
+    assert build.main(["cache"]) == 0 and [a[a.index("--out") + 1] for _, a in runs] == [str(build.CACHE)]
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_train(name, argv):
+        runs.append((name, argv))
+        raise Stop
+
+    monkeypatch.setattr(build, "_run", stop_at_train)
+    runs.clear()
+    with pytest.raises(Stop):
+        build.main(["pretrain", "--unet-extra-world", "--pretrain-steps", "10"])
+    assert checked["caches"] == [build.CACHE, build.EXTRA_CACHE]  # both checked against the VAE before training
+    ((_, argv),) = runs
+    joined = f"data.params.train.path=[{build.CACHE},{build.EXTRA_CACHE}]"
+    assert joined in argv and argv.index(joined) < argv.index("loss.snr_gamma=5")  # user overrides stay last
+    runs.clear()
+    with pytest.raises(Stop):
+        build.main(["pretrain", "--pretrain-steps", "10"])
+    assert checked["caches"] == [build.CACHE] and not any(a.startswith("data.params.train.path") for a in runs[0][1])
 
 
 def test_paired_differences_pool_the_folds_of_every_seed():
