@@ -6,15 +6,17 @@
 #   PY=.venv/bin/python OUT_DIR=outputs/benchmarks/gpu STEP_TIMEOUT=300 bash benchmarks/gpu.sh
 #   STEPS="unet512_fast cuda_tests" bash benchmarks/gpu.sh     # only some steps, in this order
 #
-# Steps, most wanted first (each under `timeout $STEP_TIMEOUT`; a failed or timed-out step is reported and the suite
-# goes on):
+# Steps, most wanted first (each under `timeout $STEP_TIMEOUT`, or TIMEOUT_<step> for one step; a failed or timed-out
+# step is reported and the suite goes on):
 #   unet512_fast  UNet steps/s at 512² (64² latent), batch 2 = batch 1 with CFG, bf16: ours vs diffusers (same
-#                 weights, fp32 outputs checked equal first), eager and torch.compile with CUDA graphs
-#                 (mode reduce-overhead), with fp32 weights under autocast and with bf16-stored weights.
+#                 weights, fp32 outputs checked equal first), eager with fp32 weights under autocast and with
+#                 bf16-stored weights, and the bf16-stored ones under torch.compile with CUDA graphs
+#                 (mode reduce-overhead; COMPILE_TARGETS="fp32-weights half-weights" compiles the autocast ones too).
 #   cuda_tests    tests/test_cuda.py (CUDA = CPU, bf16, SDPA kernels, compile, channels-last, VAE tiling, bf16-mixed
 #                 Lightning runs, one-GPU DDP).
 #   sampling512   end-to-end sampling at 512², 20 DDIM steps, SD-2.1-size HumanSD (random weights): s/image and
-#                 peak memory, plain vs torch.compile vs bf16 (+channels-last) vs VAE tiling.
+#                 peak memory, plain vs bf16 autocast vs bf16-stored UNet weights, eager and with CUDA graphs
+#                 (SAMPLING_VARIANTS to choose others, e.g. compile, channels_last, vae_tiling).
 #   train512      training step time and memory at 512²: plain vs heatmap-guided loss, bf16-mixed, random pose net.
 #   unet512       the eager UNet table in fp32 / bf16 / fp16 autocast (measured once already).
 # Results: $OUT_DIR/*.log and *.json; copy the tables into benchmarks/RESULTS.md with the GPU's name.
@@ -30,14 +32,16 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
     | tee "$OUT_DIR/device.txt"
 
 failed=0
-run_step() {  # run_step NAME CMD... : run CMD with a timeout, log to $OUT_DIR/NAME.log
+run_step() {  # run_step NAME CMD... : run CMD with a timeout (TIMEOUT_NAME or STEP_TIMEOUT), log to $OUT_DIR/NAME.log
     local name=$1
     shift
-    echo "== $name: $*"
-    timeout "$STEP_TIMEOUT" "$@" 2>&1 | tee "$OUT_DIR/$name.log"
+    local limit_var="TIMEOUT_$name"
+    local limit=${!limit_var:-$STEP_TIMEOUT}
+    echo "== $name ($(date -u +%T), limit ${limit}s): $*"
+    timeout "$limit" "$@" 2>&1 | tee "$OUT_DIR/$name.log"
     local rc=${PIPESTATUS[0]}
     if [ "$rc" -ne 0 ]; then
-        echo "!! $name failed (rc=$rc; 124 = timed out after ${STEP_TIMEOUT}s)"
+        echo "!! $name failed (rc=$rc; 124 = timed out after ${limit}s)"
         failed=$((failed + 1))
     fi
 }
@@ -46,12 +50,12 @@ step() { local name=$1; shift; run_step "$name" "$PY" -m benchmarks "$@"; }
 unet512_fast() {
     step unet512_fast unet_vs_diffusers --device cuda --sizes 512 --dtypes bf16 --batch-size 2 --iters 30 \
         --warmup 3 --threads 8 --weights-dtype bf16 --compile --compile-diffusers --compile-mode reduce-overhead \
-        --json "$OUT_DIR/unet512_fast.json"
+        --compile-targets ${COMPILE_TARGETS:-half-weights} --json "$OUT_DIR/unet512_fast.json"
 }
 cuda_tests() { run_step cuda_tests "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py; }
 sampling512() {
     step sampling512 sampling --full-size --device cuda --size 512 --steps 20 --iters 3 --threads 8 \
-        --variants plain compile bf16 bf16_channels_last vae_tiling --json "$OUT_DIR/sampling512.json"
+        --variants ${SAMPLING_VARIANTS:-plain bf16 bf16_weights bf16_weights_cuda_graphs} --json "$OUT_DIR/sampling512.json"
 }
 train512() {  # train_step.py reports time only: this wrapper adds the CUDA allocator's peak (max over variants)
     run_step train512 "$PY" -c 'import sys, torch

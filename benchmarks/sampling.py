@@ -40,7 +40,7 @@ logger = logging.getLogger("sampling")
 TINY_CONFIG = Path("configs/tiny/humansd-tiny.yaml")
 FULL_CONFIG = Path("configs/humansd/humansd-inference.yaml")
 # name -> (precision, pipeline fast-path keywords)
-VARIANTS: dict[str, tuple[str, dict[str, bool]]] = {
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "plain": ("fp32", {}),
     "channels_last": ("fp32", {"channels_last": True}),
     "vae_slicing": ("fp32", {"vae_slicing": True}),
@@ -48,6 +48,11 @@ VARIANTS: dict[str, tuple[str, dict[str, bool]]] = {
     "bf16": ("bf16", {}),
     "bf16_channels_last": ("bf16", {"channels_last": True}),
     "compile": ("fp32", {"compile_unet": True}),
+    "bf16_weights": ("bf16", {"unet_dtype": "bf16"}),
+    "bf16_weights_cuda_graphs": (
+        "bf16",
+        {"unet_dtype": "bf16", "compile_unet": True, "compile_mode": "reduce-overhead"},
+    ),
     "prepack": ("fp32", {"prepack_weights": True}),
     "bf16_prepack": ("bf16", {"prepack_weights": True}),
 }

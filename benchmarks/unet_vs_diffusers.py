@@ -82,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile-diffusers", action="store_true", help="also time diffusers under torch.compile")
     p.add_argument("--freezing", action="store_true", help="inductor weight freezing for the compiled models")
     p.add_argument(
+        "--compile-targets",
+        nargs="+",
+        choices=["fp32-weights", "half-weights"],
+        default=["fp32-weights", "half-weights"],
+        help="which UNets --compile / --compile-diffusers compile: the fp32-weight ones (checked in fp32, timed in "
+        "every dtype: one compile per dtype) and/or the --weights-dtype ones (one compile each)",
+    )
+    p.add_argument(
         "--compile-mode",
         choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
         help="torch.compile mode of the compiled models (reduce-overhead: CUDA graphs)",
@@ -232,18 +240,20 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     def compiled(module: nn.Module) -> nn.Module:
         return torch.compile(shared_copy(module), mode=args.compile_mode)
 
-    if args.compile:
+    compile_full = "fp32-weights" in args.compile_targets
+    compile_half = "half-weights" in args.compile_targets
+    if args.compile and compile_full:
         impls["ours_compiled"] = compiled(ours)
-    if args.compile_diffusers:
+    if args.compile_diffusers and compile_full:
         impls["diffusers_compiled"] = compiled(ref)
     half_weights: dict[str, nn.Module] = {}
     if args.weights_dtype:  # both UNets with their weights stored in bf16/fp16 (no per-call weight casts)
         tag = args.weights_dtype
         half_weights[f"ours_{tag}_weights"] = copy.deepcopy(ours).to(DTYPES[tag])
         half_weights[f"diffusers_{tag}_weights"] = copy.deepcopy(ref).to(DTYPES[tag])
-        if args.compile:
+        if args.compile and compile_half:
             half_weights[f"ours_{tag}_weights_compiled"] = compiled(half_weights[f"ours_{tag}_weights"])
-        if args.compile_diffusers:
+        if args.compile_diffusers and compile_half:
             half_weights[f"diffusers_{tag}_weights_compiled"] = compiled(half_weights[f"diffusers_{tag}_weights"])
     n_params = sum(p.numel() for p in ours.parameters())
     logger.info("Built both UNets (%.1f M parameters each) in %.1f s", n_params / 1e6, time.perf_counter() - start)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from ldm.conditioning import Conditioning
 from ldm.config import load_config
 from ldm.inference.fast_path import FastPathOptions, apply_fast_path, decode_latents
 from ldm.inference.loading import build_model
@@ -105,6 +106,36 @@ def test_compile_option_wires_torch_compile(monkeypatch):
     apply_fast_path(model, FastPathOptions(compile_unet=True, compile_kwargs={"dynamic": False}))
     assert calls == [{"dynamic": False}]
     assert set(model.state_dict()) == keys  # in-place compile: checkpoints still load key-for-key
+
+
+@pytest.mark.parametrize(("mode", "graphs"), [(None, False), ("default", False), ("reduce-overhead", True)])
+def test_cuda_graph_compile_modes_mark_each_step_and_copy_out(monkeypatch, mode, graphs):
+    """CUDA-graph modes: every `apply_model` call begins a graph step and returns a copy of the graph's output
+    (a sampler keeps earlier outputs, which the next replay would overwrite)."""
+    model = _build()
+    x, t, ctx = _unet_inputs()
+    with torch.no_grad():
+        ref = model.unet(x, t, ctx)
+    outputs, steps = [], []
+
+    def fake_compile(fn, **kwargs):
+        def run(*args, **kw):
+            outputs.append(fn(*args, **kw))
+            return outputs[-1]
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: steps.append(len(outputs)))
+    apply_fast_path(model, FastPathOptions(compile_unet=True, compile_kwargs={} if mode is None else {"mode": mode}))
+    assert model.cuda_graph_steps is graphs
+    cond = Conditioning(ctx, x[:, 4:])
+    with torch.no_grad():
+        outs = [model.apply_model(x[:, :4], t, cond) for _ in range(2)]
+    assert len(outputs) == 2 and all(torch.equal(o, ref) for o in outs)
+    assert steps == ([0, 1] if graphs else [])  # marked before each call
+    shares = [o.untyped_storage().data_ptr() == g.untyped_storage().data_ptr() for o, g in zip(outs, outputs)]
+    assert shares == [not graphs] * 2
 
 
 @pytest.mark.slow

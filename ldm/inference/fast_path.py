@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 
 HALF_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+CUDA_GRAPH_COMPILE_MODES = ("reduce-overhead", "max-autotune")
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,9 @@ class FastPathOptions:
     Args:
         channels_last: convert the UNet to `torch.channels_last`.
         compile_unet: `torch.compile` the UNet (first call compiles; later calls with the same shapes are fast).
-        compile_kwargs: extra keyword arguments of `torch.compile` (e.g. {"mode": "max-autotune"}).
+        compile_kwargs: extra keyword arguments of `torch.compile` (e.g. {"mode": "max-autotune"}). The modes that
+            use CUDA graphs ("reduce-overhead", "max-autotune") make every denoising step a new graph step whose
+            output is copied out of the graph's buffer (`LatentDiffusion.cuda_graph_steps`).
         prepack_weights: CPU inference: keep the UNet's convolution and linear weights packed for oneDNN / MKL
             (see `prepack_weights`; costs up to one extra copy of the weights).
         unet_dtype: "bf16" / "fp16": store the UNet's weights in that dtype (use with autocast of the same dtype,
@@ -110,6 +113,7 @@ def apply_fast_path(model: LatentDiffusion, options: FastPathOptions) -> LatentD
         prepack_weights(model.unet)
     if options.compile_unet:
         model.unet.compile(**options.compile_kwargs)
+        model.cuda_graph_steps = options.compile_kwargs.get("mode") in CUDA_GRAPH_COMPILE_MODES
     if options.enabled():
         logger.info("Fast path: %s", options.enabled())
     return model

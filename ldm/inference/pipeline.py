@@ -92,6 +92,8 @@ class PoseToImagePipeline:
             None: guidance 10 and 50 steps, the original's, or 20 steps below 512 px native size).
         channels_last: UNet weights in `torch.channels_last` memory format (see `ldm.inference.fast_path`).
         compile_unet: `torch.compile` the UNet (the first call compiles).
+        compile_mode: `torch.compile` mode of `compile_unet` (None: the default mode; "reduce-overhead": CUDA
+            graphs, the fastest on a GPU once warm; "max-autotune": longer compile, also CUDA graphs).
         prepack_weights: CPU: keep the UNet's convolution/linear weights packed for oneDNN/MKL (about as fast as
             `compile_unet` with freezing, no compiler; costs one extra copy of the UNet weights).
         unet_dtype: "bf16" / "fp16" (with the same `precision`): keep the UNet weights in that dtype instead of
@@ -112,6 +114,7 @@ class PoseToImagePipeline:
         sampling: SamplingDefaults | None = None,
         channels_last: bool = False,
         compile_unet: bool = False,
+        compile_mode: str | None = None,
         prepack_weights: bool = False,
         unet_dtype: str | None = None,
         vae_slicing: bool = False,
@@ -119,6 +122,8 @@ class PoseToImagePipeline:
     ):
         if precision not in PRECISIONS:
             raise ValueError(f"Unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}.")
+        if compile_mode is not None and not compile_unet:
+            raise ValueError(f"compile_mode={compile_mode!r} needs compile_unet=True.")
         if unet_dtype is not None and unet_dtype != precision:
             raise ValueError(
                 f"unet_dtype={unet_dtype!r} needs precision={unet_dtype!r} (autocast in the weights' dtype); "
@@ -135,6 +140,7 @@ class PoseToImagePipeline:
         self.fast_path = FastPathOptions(
             channels_last=channels_last,
             compile_unet=compile_unet,
+            compile_kwargs={} if compile_mode is None else {"mode": compile_mode},
             prepack_weights=prepack_weights,
             unet_dtype=unet_dtype,
             vae_slicing=vae_slicing,
@@ -152,12 +158,12 @@ class PoseToImagePipeline:
         precision: str = "fp32",
         allow_random: bool = False,
         trust_pickle: bool | None = None,
-        **fast_path: bool,
+        **fast_path: Any,
     ) -> PoseToImagePipeline:
         """Build the model from a YAML config and load its checkpoint (see `ldm.inference.loading.load_model`).
 
-        `fast_path` keywords (`channels_last`, `compile_unet`, `prepack_weights`, `unet_dtype`, `vae_slicing`,
-        `vae_tiling`) go to `__init__`.
+        `fast_path` keywords (`channels_last`, `compile_unet`, `compile_mode`, `prepack_weights`, `unet_dtype`,
+        `vae_slicing`, `vae_tiling`) go to `__init__`.
         """
         model, cfg = load_model(config, checkpoint, allow_random=allow_random, trust_pickle=trust_pickle)
         size = cfg.get("defaults", {}).get("size", 512)

@@ -78,6 +78,9 @@ class LatentDiffusion(nn.Module):
         self.parameterization = Parameterization(parameterization)
         self.scale_factor = float(scale_factor)
         self.sample_posterior = sample_posterior
+        # Set by the fast path when the UNet is compiled with CUDA graphs (torch.compile mode "reduce-overhead"):
+        # each `apply_model` call is then a new graph step and returns a copy of the graph's output buffer.
+        self.cuda_graph_steps = False
 
     @property
     def unet(self) -> UNetModel:
@@ -182,4 +185,9 @@ class LatentDiffusion(nn.Module):
                     f"Pose latent size {tuple(cond.concat.shape[-2:])} differs from the latent {tuple(x_t.shape[-2:])}."
                 )
             x = torch.cat([x_t, cond.concat.to(x_t.dtype)], dim=1)
-        return self.unet(x, t, cond.crossattn.to(x_t.dtype), control=control)
+        if not self.cuda_graph_steps:
+            return self.unet(x, t, cond.crossattn.to(x_t.dtype), control=control)
+        # CUDA-graph trees reuse a graph's output memory on its next replay, and samplers keep earlier outputs
+        # (PLMS keeps three): mark the step and hand out a copy.
+        torch.compiler.cudagraph_mark_step_begin()
+        return self.unet(x, t, cond.crossattn.to(x_t.dtype), control=control).clone()
