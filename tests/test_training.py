@@ -225,7 +225,7 @@ def test_export_round_trip(reference_run, tmp_path: Path) -> None:
 def torchrun_train(nproc: int, args: list[str], timeout: float = 180) -> subprocess.CompletedProcess:
     """`python -m torch.distributed.run --nproc-per-node N scripts/train.py ARGS` from the repo, 1 thread each."""
     env = {k: v for k, v in os.environ.items() if k != RUN_STAMP_ENV}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)]
     cmd += ["scripts/train.py", *args]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
