@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# GPU benchmark suite for one CUDA GPU (issue #9). The eager parts of `unet512` and `train512` ran once on an H100
-# (benchmarks/RESULTS.md); the rest has not run on a GPU yet.
+# GPU benchmark suite for one CUDA GPU (issue #9). All steps but `unet512_tune` have run (H100 and H200,
+# benchmarks/RESULTS.md).
 #
 #   bash benchmarks/gpu.sh                 # from the repository root, in the project's virtual environment
 #   PY=.venv/bin/python OUT_DIR=outputs/benchmarks/gpu STEP_TIMEOUT=300 bash benchmarks/gpu.sh
@@ -18,6 +18,8 @@
 #                 peak memory, plain vs bf16 autocast vs bf16-stored UNet weights, eager and with CUDA graphs
 #                 (SAMPLING_VARIANTS to choose others, e.g. compile, channels_last, vae_tiling).
 #   train512      training step time and memory at 512²: plain vs heatmap-guided loss, bf16-mixed, random pose net.
+#   unet512_tune  unet512_fast's compiled bf16-weight UNets with the inductor settings of diffusers' speed guide
+#                 (--inductor-tuning), plus ours in channels-last: the candidates for the >= 120 steps/s target.
 #   unet512       the eager UNet table in fp32 / bf16 / fp16 autocast (measured once already).
 # Results: $OUT_DIR/*.log and *.json; copy the tables into benchmarks/RESULTS.md with the GPU's name.
 set -uo pipefail
@@ -65,14 +67,19 @@ print(f"peak CUDA memory allocated (max over variants): {torch.cuda.max_memory_a
 sys.exit(rc or 0)' --config configs/humansd/humansd-finetune.yaml --device cuda --precision bf16-mixed \
         --random-pose-net --batch-size 1 --size 512 --steps 10 --warmup 3 --threads 8 --json "$OUT_DIR/train512.json"
 }
+unet512_tune() {
+    step unet512_tune unet_vs_diffusers --device cuda --sizes 512 --dtypes bf16 --batch-size 2 --iters 30 \
+        --warmup 3 --threads 8 --weights-dtype bf16 --compile --compile-diffusers --compile-mode reduce-overhead \
+        --compile-targets half-weights --channels-last --inductor-tuning --json "$OUT_DIR/unet512_tune.json"
+}
 unet512() {
     step unet512 unet_vs_diffusers --device cuda --sizes 512 --dtypes fp32 bf16 fp16 --batch-size 2 \
         --iters 20 --warmup 3 --threads 8 --channels-last --json "$OUT_DIR/unet512.json"
 }
 
-for name in ${STEPS:-unet512_fast cuda_tests sampling512 train512 unet512}; do
+for name in ${STEPS:-unet512_fast cuda_tests sampling512 train512 unet512_tune unet512}; do
     case $name in
-        unet512_fast | cuda_tests | sampling512 | train512 | unet512) "$name" ;;
+        unet512_fast | cuda_tests | sampling512 | train512 | unet512_tune | unet512) "$name" ;;
         *) echo "!! unknown step $name"; failed=$((failed + 1)) ;;
     esac
 done

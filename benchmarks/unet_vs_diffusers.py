@@ -77,10 +77,21 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["bf16", "fp16"],
         help="also time both UNets with weights stored in this dtype (in that dtype's row, under autocast)",
     )
-    p.add_argument("--channels-last", action="store_true", help="also time our UNet in channels-last format")
+    p.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="also time our UNet in channels-last format (and, with --weights-dtype and --compile, its compiled "
+        "half-weight copy in channels-last)",
+    )
     p.add_argument("--compile", action="store_true", help="also time our UNet under torch.compile")
     p.add_argument("--compile-diffusers", action="store_true", help="also time diffusers under torch.compile")
     p.add_argument("--freezing", action="store_true", help="inductor weight freezing for the compiled models")
+    p.add_argument(
+        "--inductor-tuning",
+        action="store_true",
+        help="inductor settings of diffusers' speed guide for the compiled models: 1x1 convolutions as matmuls, "
+        "coordinate-descent tuning, no epilogue fusion",
+    )
     p.add_argument(
         "--compile-targets",
         nargs="+",
@@ -232,10 +243,14 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         prepack_weights(impls["ours_prepacked"])
     if args.channels_last:
         impls["ours_channels_last"] = copy.deepcopy(ours).to(memory_format=torch.channels_last)
-    if args.freezing:
+    if args.freezing or args.inductor_tuning:
         from torch._inductor import config as inductor_config
 
-        inductor_config.freezing = True
+        inductor_config.freezing = args.freezing or inductor_config.freezing
+        if args.inductor_tuning:
+            inductor_config.conv_1x1_as_mm = True
+            inductor_config.coordinate_descent_tuning = True
+            inductor_config.epilogue_fusion = False
 
     def compiled(module: nn.Module) -> nn.Module:
         return torch.compile(shared_copy(module), mode=args.compile_mode)
@@ -253,6 +268,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         half_weights[f"diffusers_{tag}_weights"] = copy.deepcopy(ref).to(DTYPES[tag])
         if args.compile and compile_half:
             half_weights[f"ours_{tag}_weights_compiled"] = compiled(half_weights[f"ours_{tag}_weights"])
+        if args.compile and compile_half and args.channels_last:
+            cl = copy.deepcopy(half_weights[f"ours_{tag}_weights"]).to(memory_format=torch.channels_last)
+            half_weights[f"ours_{tag}_weights_channels_last_compiled"] = compiled(cl)
         if args.compile_diffusers and compile_half:
             half_weights[f"diffusers_{tag}_weights_compiled"] = compiled(half_weights[f"diffusers_{tag}_weights"])
     n_params = sum(p.numel() for p in ours.parameters())
@@ -312,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         "warmup": args.warmup,
         "torch": torch.__version__,
         "freezing": args.freezing,
+        "inductor_tuning": args.inductor_tuning,
         "compile_mode": args.compile_mode,
     }
     print(format_table(results))
