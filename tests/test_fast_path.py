@@ -274,3 +274,8 @@ def test_unet_dtype_needs_matching_precision():
         PoseToImagePipeline(_build(), unet_dtype="bf16")
     with pytest.raises(ValueError, match="unet_dtype must be None or one of"):
         FastPathOptions(unet_dtype="int8")
+
+
+def test_compile_mode_needs_compile_unet():
+    with pytest.raises(ValueError, match="needs compile_unet=True"):
+        PoseToImagePipeline(_build(), compile_mode="reduce-overhead")
