@@ -31,8 +31,8 @@ Stages (`all` runs them in this order; or one at a time):
             to .../humansd-tiny-<mode>.safetensors (UNet keys only, fp16)
 
 `all` runs world ... pose, then `pretrain`, then for each loss the shipped fine-tune: `unet` from the base file +
-the pre-trained UNet, 250 steps of batch 32 from lr 1e-4 decaying linearly to 0, without EMA (one CPU core:
-plain ~1 min, paper ~9, reference ~12).
+the pre-trained UNet, 1,000 steps of batch 32 from lr 1e-4 decaying linearly to 0, without EMA (one CPU core:
+plain ~8 min, paper ~59, reference ~77).
 
 Trailing `key=value` arguments are dotted config overrides passed to the stage's training script (e.g.
 `lightning.trainer.accelerator=gpu data.params.batch_size=64` for `unet`, `trainer.accelerator=gpu` for `pose`,
@@ -48,7 +48,7 @@ Example:
     python scripts/build_mannequin_models.py all
     python scripts/build_mannequin_models.py all --smoke 2          # the rehearsal, in outputs/mannequin-smoke
     python scripts/build_mannequin_models.py pretrain --pretrain-steps 42000 --cooldown-steps 2000
-    python scripts/build_mannequin_models.py unet --mode paper --seed 23 --max-steps 250 --no-ema \
+    python scripts/build_mannequin_models.py unet --mode paper --seed 23 --max-steps 1000 --no-ema \
         --init humansd_data/checkpoints/tiny/base-tiny.safetensors \
         --init logs/mannequin/pretrained/humansd-tiny-plain.safetensors \
         data.params.batch_size=32 module.base_learning_rate=1e-4 module.lr_schedule=linear
@@ -87,7 +87,7 @@ PRETRAINED_DIR = Path("logs/mannequin/pretrained")
 SHARED_PREFIXES = ("first_stage_model.", "cond_stage_model.")  # the base file: VAE + text tower
 # The shipped recipe (README "Results"): one pre-training, then a short fine-tune per loss from it.
 PRETRAIN_OVERRIDES = ("data.params.batch_size=64", "module.base_learning_rate=1e-3", "loss.snr_gamma=5")
-FINETUNE_STEPS = 250
+FINETUNE_STEPS = 1000
 # The shipped pose net: the 16-wide net grown 1.5x wider (same outputs at the start), then 4,000 steps of 32 from
 # lr 1e-3 and 2,500 more from 5e-4 (exported in float16).
 POSE_W16 = Path("logs/mannequin/pose-w16.safetensors")
