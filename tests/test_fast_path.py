@@ -279,3 +279,35 @@ def test_unet_dtype_needs_matching_precision():
 def test_compile_mode_needs_compile_unet():
     with pytest.raises(ValueError, match="needs compile_unet=True"):
         PoseToImagePipeline(_build(), compile_mode="reduce-overhead")
+
+
+def test_training_module_cpu_prepack_packs_frozen_networks_only():
+    """`module.cpu_prepack`: the VAE and the heatmap loss's pose net run their no-grad passes prepacked; the UNet,
+    the state-dict keys and the weight map (to float rounding near the threshold) are unchanged."""
+    from ldm.diffusion.loss import HeatmapGuidedLoss
+    from ldm.inference.fast_path import PrepackedConv2d
+    from ldm.pose.estimator import PoseEstimator
+    from ldm.training.module import LatentDiffusionModule
+
+    def module(cpu_prepack: bool) -> LatentDiffusionModule:
+        torch.manual_seed(0)
+        pose = PoseEstimator.from_config("configs/pose/higherhrnet_tiny_mannequin.yaml")
+        loss = HeatmapGuidedLoss(pose, mode="paper", threshold=0.0)
+        return LatentDiffusionModule(_build(), loss, cpu_prepack=cpu_prepack)
+
+    plain, packed = module(False), module(True)
+    kinds = {
+        name: sum(isinstance(m, PrepackedConv2d) for m in part.modules())
+        for name, part in {
+            "vae": packed.model.vae,
+            "pose": packed.loss_fn.pose_estimator,
+            "unet": packed.model.unet,
+        }.items()
+    }
+    assert kinds["vae"] > 0 and kinds["pose"] > 0 and kinds["unet"] == 0, kinds
+    assert not any(isinstance(m, PrepackedConv2d) for m in plain.modules())
+    assert list(packed.state_dict()) == list(plain.state_dict())
+    eps_error = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    w_plain = plain.loss_fn.element_weight(plain.model, eps_error)
+    w_packed = packed.loss_fn.element_weight(packed.model, eps_error)
+    assert w_plain.shape == w_packed.shape and (w_plain - w_packed).abs().mean() <= 1e-3

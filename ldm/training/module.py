@@ -30,6 +30,7 @@ from torch import nn
 
 from ldm.data.keys import BatchKey
 from ldm.diffusion.loss import DiffusionLoss, LossOutput
+from ldm.inference.fast_path import prepack_weights
 from ldm.models.latent_diffusion import LatentDiffusion
 from ldm.training.data import derive_seed
 from ldm.training.ema import EMA
@@ -150,6 +151,10 @@ class LatentDiffusionModule(pl.LightningModule):
             end of the warm-up).
         lr_min_ratio: final learning rate relative to the peak.
         gradient_checkpointing: set the UNet's ``use_checkpoint`` flags (None keeps the model config's).
+        cpu_prepack: on a CPU, run the frozen networks' no-grad passes (the heatmap-guided loss's decode and pose
+            net, VAE encoding, validation decoding) with weights packed once for oneDNN (``prepack_weights`` of
+            ``ldm.inference.fast_path``: same parameters and state-dict keys, outputs equal to float rounding)
+            instead of re-packed on every call; a no-op on other devices and wherever autograd records.
         seed: base seed of the per-step noise/timestep generators (see ``step_generator``).
         config: the resolved run config, stored in the checkpoint's hyperparameters (self-describing checkpoints).
     """
@@ -171,6 +176,7 @@ class LatentDiffusionModule(pl.LightningModule):
         lr_decay_steps: int | None = None,
         lr_min_ratio: float = 0.0,
         gradient_checkpointing: bool | None = None,
+        cpu_prepack: bool = False,
         seed: int = 23,
         config: Mapping[str, Any] | None = None,
     ) -> None:
@@ -191,6 +197,11 @@ class LatentDiffusionModule(pl.LightningModule):
             for sub in model.unet.modules():
                 if hasattr(sub, "use_checkpoint"):
                     sub.use_checkpoint = bool(gradient_checkpointing)
+        if cpu_prepack:
+            prepack_weights(model.first_stage_model)
+            pose_net = getattr(loss_fn, "pose_estimator", None)
+            if pose_net is not None:
+                prepack_weights(pose_net)
         self.model_ema = EMA(model.model, decay=ema_decay) if use_ema else None
         self.register_state_dict_post_hook(_to_inference_keys)
         self.register_load_state_dict_pre_hook(_from_inference_keys)
