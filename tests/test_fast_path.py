@@ -253,6 +253,10 @@ def test_pose2img_fast_path_flags(tmp_path, monkeypatch):
     assert {k: seen[k] for k in ("channels_last", "compile_unet", "vae_slicing", "vae_tiling")} == dict.fromkeys(
         ("channels_last", "compile_unet", "vae_slicing", "vae_tiling"), True
     )
+    seen.clear()  # --compile-mode implies --compile
+    args = ["--prompt", "x", "--steps", "2", "--config", CONFIG, "--outdir", str(tmp_path / "graphs")]
+    assert pose2img.main([*args, "--compile-mode", "reduce-overhead"]) == 0
+    assert seen["compile_unet"] is True and seen["compile_mode"] == "reduce-overhead"
 
 
 # ---------------------------------------------------------------- half-precision stored UNet weights
