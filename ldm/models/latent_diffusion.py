@@ -185,9 +185,9 @@ class LatentDiffusion(nn.Module):
                     f"Pose latent size {tuple(cond.concat.shape[-2:])} differs from the latent {tuple(x_t.shape[-2:])}."
                 )
             x = torch.cat([x_t, cond.concat.to(x_t.dtype)], dim=1)
-        if not self.cuda_graph_steps:
-            return self.unet(x, t, cond.crossattn.to(x_t.dtype), control=control)
         # CUDA-graph trees reuse a graph's output memory on its next replay, and samplers keep earlier outputs
         # (PLMS keeps three): mark the step and hand out a copy.
-        torch.compiler.cudagraph_mark_step_begin()
-        return self.unet(x, t, cond.crossattn.to(x_t.dtype), control=control).clone()
+        if self.cuda_graph_steps:
+            torch.compiler.cudagraph_mark_step_begin()
+        out = self.unet(x, t, cond.crossattn.to(x_t.dtype), control=control)
+        return out.clone() if self.cuda_graph_steps else out
