@@ -19,7 +19,9 @@
 #                 (SAMPLING_VARIANTS to choose others, e.g. compile, channels_last, vae_tiling).
 #   train512      training step time and memory at 512²: plain vs heatmap-guided loss, bf16-mixed, random pose net.
 #   unet512_tune  unet512_fast's compiled bf16-weight UNets with the inductor settings of diffusers' speed guide
-#                 (--inductor-tuning), plus ours in channels-last: the candidates for the >= 120 steps/s target.
+#                 (--inductor-tuning), plus ours in channels-last and ours in the shared-input form of CFG
+#                 (--share-cfg-input: the layers before the first cross-attention once per image; CFG-shaped inputs
+#                 for all): the candidates for the >= 120 steps/s target.
 #   unet512       the eager UNet table in fp32 / bf16 / fp16 autocast (measured once already).
 # Results: $OUT_DIR/*.log and *.json; copy the tables into benchmarks/RESULTS.md with the GPU's name.
 set -uo pipefail
@@ -70,7 +72,8 @@ sys.exit(rc or 0)' --config configs/humansd/humansd-finetune.yaml --device cuda 
 unet512_tune() {
     step unet512_tune unet_vs_diffusers --device cuda --sizes 512 --dtypes bf16 --batch-size 2 --iters 30 \
         --warmup 3 --threads 8 --weights-dtype bf16 --compile --compile-diffusers --compile-mode reduce-overhead \
-        --compile-targets half-weights --channels-last --inductor-tuning --json "$OUT_DIR/unet512_tune.json"
+        --compile-targets half-weights --channels-last --share-cfg-input --inductor-tuning \
+        --json "$OUT_DIR/unet512_tune.json"
 }
 unet512() {
     step unet512 unet_vs_diffusers --device cuda --sizes 512 --dtypes fp32 bf16 fp16 --batch-size 2 \

@@ -53,8 +53,14 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         "bf16",
         {"unet_dtype": "bf16", "compile_unet": True, "compile_mode": "reduce-overhead"},
     ),
+    "bf16_weights_cuda_graphs_shared_cfg": (
+        "bf16",
+        {"unet_dtype": "bf16", "compile_unet": True, "compile_mode": "reduce-overhead", "share_cfg_input": True},
+    ),
     "prepack": ("fp32", {"prepack_weights": True}),
     "bf16_prepack": ("bf16", {"prepack_weights": True}),
+    "shared_cfg": ("fp32", {"share_cfg_input": True}),
+    "prepack_shared_cfg": ("fp32", {"prepack_weights": True, "share_cfg_input": True}),
 }
 
 

@@ -10,6 +10,11 @@ share its parameters (no extra copy):
 
 - ``--prepack``: ours with the CPU fast path's prepacked conv / linear weights (`prepack_weights`), still eager;
 - ``--channels-last``: ours with its weights in channels-last format (`channels_last`);
+- ``--share-cfg-input``: the inputs become a real CFG batch (both halves share the latent and timestep, the text
+  differs) and ours (and, with ``--prepack``, the prepacked ours) is also timed in the shared-input form
+  (`FastPathOptions.share_cfg_input`: the first half of x and t, the whole context; the layers before the first
+  cross-attention run once), against diffusers on the full batch; with ``--weights-dtype`` its half-weight copy
+  too (and compiled, with ``--compile``);
 - ``--compile`` / ``--compile-diffusers``: ours / diffusers under `torch.compile` (``--freezing`` turns on
   inductor's weight freezing, which prepacks weights for oneDNN on CPU; it applies to both compiled models;
   ``--compile-mode reduce-overhead`` adds CUDA graphs on a GPU). With ``--weights-dtype`` the half-weight UNets
@@ -83,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also time our UNet in channels-last format (and, with --weights-dtype and --compile, its compiled "
         "half-weight copy in channels-last)",
     )
+    p.add_argument(
+        "--share-cfg-input",
+        action="store_true",
+        help="CFG-shaped inputs (halves share x and t) and also time ours in the shared-input form",
+    )
     p.add_argument("--compile", action="store_true", help="also time our UNet under torch.compile")
     p.add_argument("--compile-diffusers", action="store_true", help="also time diffusers under torch.compile")
     p.add_argument("--freezing", action="store_true", help="inductor weight freezing for the compiled models")
@@ -144,12 +154,31 @@ def shared_copy(module: nn.Module) -> nn.Module:
     return copy.deepcopy(module, memo={id(t): t for t in (*module.parameters(), *module.buffers())})
 
 
-def make_inputs(unet: UNetModel, size: int, batch: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+class SharedInput(nn.Module):
+    """Calls a UNet of ours in the shared-input form of classifier-free guidance: the first half of a CFG batch's x
+    and t (the halves are equal) with the whole context; returns the full batch's output."""
+
+    def __init__(self, unet: nn.Module) -> None:
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+        half = x.shape[0] // 2
+        return self.unet(x[:half], t[:half], ctx)
+
+
+def make_inputs(
+    unet: UNetModel, size: int, batch: int, device: torch.device, cfg: bool = False
+) -> tuple[torch.Tensor, ...]:
+    """Random x, t, context of a batch; `cfg`: the two halves share x and t (a classifier-free-guidance batch)."""
     gen = torch.Generator().manual_seed(size)
     side = size // 8
-    x = torch.randn(batch, unet.config["in_channels"], side, side, generator=gen)
+    rows = batch // 2 if cfg else batch
+    x = torch.randn(rows, unet.config["in_channels"], side, side, generator=gen)
     ctx = torch.randn(batch, 77, unet.config["context_dim"], generator=gen)
-    t = torch.linspace(1, 999, batch).long()
+    t = torch.linspace(1, 999, rows).long()
+    if cfg:
+        x, t = x.repeat(2, 1, 1, 1), t.repeat(2)
     return x.to(device), t.to(device), ctx.to(device)
 
 
@@ -241,6 +270,13 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.prepack:
         impls["ours_prepacked"] = shared_copy(ours)
         prepack_weights(impls["ours_prepacked"])
+    if args.share_cfg_input:
+        if args.batch_size % 2:
+            raise SystemExit("--share-cfg-input needs an even --batch-size (a CFG batch).")
+        impls["ours_shared_input"] = SharedInput(ours)
+        if args.prepack:
+            # its own module copy: a prepacked module keeps one packing, for one input shape (batch B here)
+            impls["ours_prepacked_shared_input"] = SharedInput(shared_copy(impls["ours_prepacked"]))
     if args.channels_last:
         impls["ours_channels_last"] = copy.deepcopy(ours).to(memory_format=torch.channels_last)
     if args.freezing or args.inductor_tuning:
@@ -273,11 +309,16 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             half_weights[f"ours_{tag}_weights_channels_last_compiled"] = compiled(cl)
         if args.compile_diffusers and compile_half:
             half_weights[f"diffusers_{tag}_weights_compiled"] = compiled(half_weights[f"diffusers_{tag}_weights"])
+        if args.share_cfg_input:
+            half_ours = half_weights[f"ours_{tag}_weights"]
+            half_weights[f"ours_{tag}_weights_shared_input"] = SharedInput(shared_copy(half_ours))
+            if args.compile and compile_half:
+                half_weights[f"ours_{tag}_weights_shared_input_compiled"] = SharedInput(compiled(half_ours))
     n_params = sum(p.numel() for p in ours.parameters())
     logger.info("Built both UNets (%.1f M parameters each) in %.1f s", n_params / 1e6, time.perf_counter() - start)
     results = []
     for size in args.sizes:
-        inputs = make_inputs(ours, size, args.batch_size, device)
+        inputs = make_inputs(ours, size, args.batch_size, device, cfg=args.share_cfg_input)
         diff = check_equal(impls, inputs, args.tol)
         logger.info("size %d: fp32 outputs of all variants equal (max abs diff %.2e <= %g)", size, diff, args.tol)
         for name in args.dtypes:
@@ -332,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         "freezing": args.freezing,
         "inductor_tuning": args.inductor_tuning,
         "compile_mode": args.compile_mode,
+        "cfg_inputs": args.share_cfg_input,
     }
     print(format_table(results))
     if args.json:

@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     fast.add_argument(
         "--unet-dtype", choices=["bf16", "fp16"], help="store the UNet weights in this dtype (needs --precision same)"
     )
+    fast.add_argument(
+        "--share-cfg-input",
+        action="store_true",
+        help="guidance: run the UNet layers before the first cross-attention once for both branches (faster)",
+    )
     fast.add_argument("--vae-slicing", action="store_true", help="decode one image at a time (less memory)")
     fast.add_argument("--vae-tiling", action="store_true", help="decode in overlapping tiles (large images)")
     return p
@@ -167,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             compile_mode=args.compile_mode,
             prepack_weights=args.prepack_weights,
             unet_dtype=args.unet_dtype,
+            share_cfg_input=args.share_cfg_input,
             vae_slicing=args.vae_slicing,
             vae_tiling=args.vae_tiling,
         )

@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from benchmarks import sampling, train_step
 from ldm.config import load_config
+
+TINY = "configs/tiny/humansd-tiny.yaml"
 
 
 def test_sampling_runs_with_random_weights_even_when_the_config_names_a_checkpoint(tmp_path):
@@ -54,6 +57,26 @@ def test_unet_vs_diffusers_checks_equal_outputs_then_times_every_variant(tmp_pat
     assert {"ours_s", "diffusers_s", "ours_prepacked_s"} <= set(fp32) and "ours_bf16_weights_s" not in fp32
     assert {"ours_bf16_weights_s", "diffusers_bf16_weights_s"} <= set(bf16)  # half weights: their dtype's row
     assert bf16["ours_bf16_weights_max_abs_diff"] < 0.1  # bf16 rounding, not a different network
+
+
+def test_unet_vs_diffusers_shared_cfg_input_times_ours_on_half_the_rows(tmp_path):
+    pytest.importorskip("diffusers")
+    from benchmarks import unet_vs_diffusers
+
+    x, t, ctx = unet_vs_diffusers.make_inputs(
+        unet_vs_diffusers.build_unet(TINY)[0], 64, 4, torch.device("cpu"), cfg=True
+    )
+    assert torch.equal(x[:2], x[2:]) and torch.equal(t[:2], t[2:]) and not torch.equal(ctx[:2], ctx[2:])
+    out = tmp_path / "unet.json"
+    argv = ["--config", TINY, "--sizes", "64", "--dtypes", "fp32", "bf16", "--iters", "1", "--warmup", "0"]
+    argv += ["--prepack", "--share-cfg-input", "--weights-dtype", "bf16", "--json", str(out)]
+    assert unet_vs_diffusers.main(argv) == 0
+    fp32, bf16 = json.loads(out.read_text())["results"]
+    assert fp32["fp32_check"] <= 1e-4  # the shared-input variants equal diffusers on the full CFG batch
+    assert {"ours_shared_input_s", "ours_prepacked_shared_input_s"} <= set(fp32)
+    assert bf16["ours_bf16_weights_shared_input_max_abs_diff"] < 0.1
+    with pytest.raises(SystemExit, match="even --batch-size"):
+        unet_vs_diffusers.main([*argv[:-2], "--batch-size", "3"])
 
 
 @pytest.mark.slow

@@ -129,11 +129,12 @@ def test_compiled_unet_equals_eager(no_tf32):
 
 def test_pipeline_cuda_graphs_equal_eager(no_tf32):
     """torch.compile mode "reduce-overhead" (CUDA graphs) through the pipeline, with PLMS (it keeps earlier
-    network outputs, which a graph replay would overwrite without `LatentDiffusion.cuda_graph_steps`)."""
+    network outputs, which a graph replay would overwrite without `LatentDiffusion.cuda_graph_steps`), and the
+    shared-input CFG batch (x of batch B, text of 2B) inside the graph."""
     try:
         plain = _images(_pipeline(), sampler="plms")
-        graphs = _pipeline(compile_unet=True, compile_mode="reduce-overhead")
-        assert graphs.model.cuda_graph_steps
+        graphs = _pipeline(compile_unet=True, compile_mode="reduce-overhead", share_cfg_input=True)
+        assert graphs.model.cuda_graph_steps and graphs.model.share_cfg_input
         first, again = _images(graphs, sampler="plms"), _images(graphs, sampler="plms")  # again: replays
     finally:
         torch.compiler.reset()
@@ -179,7 +180,7 @@ def test_multi_tile_decode_on_cuda_equals_cpu(no_tf32):
 
 def test_pipeline_fast_options_equal_plain(no_tf32):
     plain = _images(_pipeline())
-    fast = _images(_pipeline(channels_last=True, vae_slicing=True, vae_tiling=True))
+    fast = _images(_pipeline(channels_last=True, share_cfg_input=True, vae_slicing=True, vae_tiling=True))
     assert np.abs(plain - fast).max() <= 2
 
 

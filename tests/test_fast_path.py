@@ -218,12 +218,15 @@ def test_pipeline_with_all_options(monkeypatch):
         skeleton_width=2,
         channels_last=True,
         compile_unet=True,
+        share_cfg_input=True,
         vae_slicing=True,
         vae_tiling=True,
     )
+    assert fast.model.share_cfg_input and not plain.model.share_cfg_input
     assert fast.fast_path.enabled() == {
         "channels_last": True,
         "compile_unet": True,
+        "share_cfg_input": True,
         "vae_slicing": True,
         "vae_tiling": True,
     }
@@ -247,16 +250,93 @@ def test_pose2img_fast_path_flags(tmp_path, monkeypatch):
 
     monkeypatch.setattr(PoseToImagePipeline, "__init__", spy)
     monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
-    flags = ["--channels-last", "--compile", "--vae-slicing", "--vae-tiling"]
+    flags = ["--channels-last", "--compile", "--share-cfg-input", "--vae-slicing", "--vae-tiling"]
     args = ["--prompt", "x", "--steps", "2", "--config", CONFIG, "--outdir", str(tmp_path), *flags]
     assert pose2img.main(args) == 0
-    assert {k: seen[k] for k in ("channels_last", "compile_unet", "vae_slicing", "vae_tiling")} == dict.fromkeys(
-        ("channels_last", "compile_unet", "vae_slicing", "vae_tiling"), True
-    )
+    names = ("channels_last", "compile_unet", "share_cfg_input", "vae_slicing", "vae_tiling")
+    assert {k: seen[k] for k in names} == dict.fromkeys(names, True)
     seen.clear()  # --compile-mode implies --compile
     args = ["--prompt", "x", "--steps", "2", "--config", CONFIG, "--outdir", str(tmp_path / "graphs")]
     assert pose2img.main([*args, "--compile-mode", "reduce-overhead"]) == 0
     assert seen["compile_unet"] is True and seen["compile_mode"] == "reduce-overhead"
+
+
+# ---------------------------------------------------------------- shared CFG input
+def _unet(attention_resolutions):
+    from ldm.models.unet import UNetModel
+
+    torch.manual_seed(0)
+    params = dict(load_config(CONFIG).model.params.unet.params) | {"attention_resolutions": attention_resolutions}
+    unet = UNetModel(**params).eval()
+    _randomise(unet)
+    return unet
+
+
+@pytest.mark.parametrize("attention_resolutions", [[1, 2], [2]])  # the branches part at level 0 / after it
+@pytest.mark.parametrize("k", [2, 3])
+def test_shared_input_unet_equals_tiled_batch(attention_resolutions, k):
+    unet = _unet(attention_resolutions)
+    x, t, _ = _unet_inputs()
+    ctx = torch.randn(k * 2, 77, 32, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        full = unet(x.repeat(k, 1, 1, 1), t.repeat(k), ctx)
+        shared = unet(x, t, ctx)
+        # the first layers really ran at batch 2: conv_in saw x itself
+        seen = []
+        hook = unet.input_blocks[0].register_forward_hook(lambda m, args, out: seen.append(out.shape[0]))
+        unet(x, t, ctx)
+        hook.remove()
+    assert seen == [2] and shared.shape == full.shape == (k * 2, 4, 16, 24)
+    assert _max_diff(full, shared) <= 1e-5
+
+
+def test_shared_input_with_control_and_prepacked_weights():
+    from ldm.inference.fast_path import prepack_weights
+    from ldm.models.unet import UNetControl
+
+    unet = _unet([1, 2])
+    x, t, _ = _unet_inputs()
+    ctx = torch.randn(4, 77, 32, generator=torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(6)
+    with torch.no_grad():
+        mid = unet(x.repeat(2, 1, 1, 1), t.repeat(2), ctx)  # shapes only: the middle block's size
+        control = UNetControl(middle_residual=torch.randn(4, 64, 8, 12, generator=g))
+        full = unet(x.repeat(2, 1, 1, 1), t.repeat(2), ctx, control=control)
+        shared = unet(x, t, ctx, control=control)  # injections of the full batch: x is tiled up front
+        assert _max_diff(full, shared) <= 1e-5 and _max_diff(full, mid) > 1e-3
+        plain = unet(x.repeat(2, 1, 1, 1), t.repeat(2), ctx)
+        prepack_weights(unet)
+        packed = unet(x, t, ctx)
+    assert _max_diff(plain, packed) <= 1e-4
+
+
+def test_shared_input_rejects_batch_that_is_not_a_multiple():
+    unet = _unet([2])
+    x, t, _ = _unet_inputs()
+    with pytest.raises(ValueError, match="x has 2 rows but context 3"), torch.no_grad():
+        unet(x, t, torch.randn(3, 77, 32))
+
+
+def test_share_cfg_input_guidance_calls_the_unet_once_per_input_row():
+    from ldm.samplers import ClassifierFreeGuidance
+
+    model = _build()
+    g = torch.Generator().manual_seed(3)
+    x, pose = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+    cond = Conditioning(torch.randn(2, 77, 32, generator=g), pose)
+    uncond = Conditioning(torch.randn(1, 77, 32, generator=g).expand(2, -1, -1), pose)  # the same pose tensor
+    t = torch.tensor([999, 500])
+    rows = []
+    model.unet.register_forward_pre_hook(lambda m, args: rows.append((args[0].shape[0], args[2].shape[0])))
+    with torch.no_grad():
+        plain = ClassifierFreeGuidance(7.5, uncond)(model, x, t, cond)
+        apply_fast_path(model, FastPathOptions(share_cfg_input=True))
+        shared = ClassifierFreeGuidance(7.5, uncond)(model, x, t, cond)
+        other_pose = Conditioning(uncond.crossattn, pose.clone())  # not the same tensor: the full batch again
+        again = ClassifierFreeGuidance(7.5, other_pose)(model, x, t, cond)
+    assert rows == [(4, 4), (2, 4), (4, 4)]
+    # batch-size dependent kernel blocking rounds differently; guidance 7.5 magnifies it
+    assert _max_diff(plain, shared) <= 1e-4 and _max_diff(plain, again) <= 1e-4
 
 
 # ---------------------------------------------------------------- half-precision stored UNet weights

@@ -11,6 +11,9 @@ Every option is off by default (the plain path) and each is checked against the 
 - `prepack_weights` (CPU): the UNet's convolution weights reordered once into oneDNN's blocked layout
   (`PrepackedConv2d`) instead of on every call, and its linear weights packed once for MKL / oneDNN
   (`PrepackedLinear`), in fp32 and under bf16 autocast; eager mode, no compiler needed;
+- `share_cfg_input`: classifier-free guidance passes the noisy latent, timestep and pose latent once for both
+  branches (they differ only in the text), so the UNet runs its layers before the first cross-attention at batch
+  B instead of 2B (`UNetModel.forward`);
 - `vae_slicing`: decode one latent at a time (`AutoencoderKL.decode_sliced`): peak memory of batch 1;
 - `vae_tiling`: decode overlapping latent tiles blended linearly (`AutoencoderKL.decode_tiled`): bounded peak
   memory at large sizes, close to (not bit-equal with) the plain decode when there is more than one tile.
@@ -57,6 +60,8 @@ class FastPathOptions:
             (see `prepack_weights`; costs up to one extra copy of the weights).
         unet_dtype: "bf16" / "fp16": store the UNet's weights in that dtype (use with autocast of the same dtype,
             `PoseToImagePipeline(precision=...)`): autocast alone re-casts the fp32 weights on every call.
+        share_cfg_input: classifier-free guidance computes the UNet's layers before the first cross-attention
+            once for both branches (conv_in, the first ResBlock and self-attention at the largest latent size).
         vae_slicing: decode one image of the batch at a time.
         vae_tiling: decode overlapping latent tiles (for images larger than the model's native size).
         vae_tile: tile side in latent pixels (64 = 512 px with SD's f=8 VAE).
@@ -69,6 +74,7 @@ class FastPathOptions:
     compile_kwargs: dict[str, Any] = field(default_factory=dict)
     prepack_weights: bool = False
     unet_dtype: str | None = None
+    share_cfg_input: bool = False
     vae_slicing: bool = False
     vae_tiling: bool = False
     vae_tile: int = 64
@@ -111,6 +117,7 @@ def apply_fast_path(model: LatentDiffusion, options: FastPathOptions) -> LatentD
         model.unet.to(memory_format=torch.channels_last)
     if options.prepack_weights:
         prepack_weights(model.unet)
+    model.share_cfg_input = options.share_cfg_input
     if options.compile_unet:
         model.unet.compile(**options.compile_kwargs)
         model.cuda_graph_steps = options.compile_kwargs.get("mode") in CUDA_GRAPH_COMPILE_MODES

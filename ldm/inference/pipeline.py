@@ -98,6 +98,8 @@ class PoseToImagePipeline:
             `compile_unet` with freezing, no compiler; costs one extra copy of the UNet weights).
         unet_dtype: "bf16" / "fp16" (with the same `precision`): keep the UNet weights in that dtype instead of
             re-casting the fp32 weights on every autocast call.
+        share_cfg_input: classifier-free guidance passes the latent and pose latent once for both branches; the
+            UNet's layers before the first cross-attention run at batch B instead of 2B (same result to rounding).
         vae_slicing: decode one image of the batch at a time (lower peak memory, same result).
         vae_tiling: decode overlapping latent tiles blended linearly (bounded memory for large images; close to,
             not bit-equal with, the plain decode when the latent spans several tiles).
@@ -117,6 +119,7 @@ class PoseToImagePipeline:
         compile_mode: str | None = None,
         prepack_weights: bool = False,
         unet_dtype: str | None = None,
+        share_cfg_input: bool = False,
         vae_slicing: bool = False,
         vae_tiling: bool = False,
     ):
@@ -143,6 +146,7 @@ class PoseToImagePipeline:
             compile_kwargs={} if compile_mode is None else {"mode": compile_mode},
             prepack_weights=prepack_weights,
             unet_dtype=unet_dtype,
+            share_cfg_input=share_cfg_input,
             vae_slicing=vae_slicing,
             vae_tiling=vae_tiling,
         )
@@ -163,7 +167,7 @@ class PoseToImagePipeline:
         """Build the model from a YAML config and load its checkpoint (see `ldm.inference.loading.load_model`).
 
         `fast_path` keywords (`channels_last`, `compile_unet`, `compile_mode`, `prepack_weights`, `unet_dtype`,
-        `vae_slicing`, `vae_tiling`) go to `__init__`.
+        `share_cfg_input`, `vae_slicing`, `vae_tiling`) go to `__init__`.
         """
         model, cfg = load_model(config, checkpoint, allow_random=allow_random, trust_pickle=trust_pickle)
         size = cfg.get("defaults", {}).get("size", 512)

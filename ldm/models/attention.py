@@ -56,6 +56,19 @@ def attention_backend(name: str) -> Iterator[None]:
         set_attention_backend(previous)
 
 
+def tile_batch(t: torch.Tensor, n: int) -> torch.Tensor:
+    """`t` (B, ...) repeated to n = k * B rows in `torch.cat` order (k whole copies); `t` itself if it has n rows.
+
+    The shared-input form of classifier-free guidance: latents computed once for k conditionings (see
+    `UNetModel.forward`) are tiled where the conditionings start to differ.
+    """
+    if t.shape[0] == n:
+        return t
+    if n % t.shape[0]:
+        raise ValueError(f"Cannot tile a batch of {t.shape[0]} to {n} rows (not a multiple).")
+    return torch.cat([t] * (n // t.shape[0]))  # keeps a channels-last layout (`Tensor.repeat` would not)
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """(B, H, N, D) x (B, H, M, D) x (B, H, M, D) -> (B, H, N, D), scale D ** -0.5, with the current backend."""
     if _backend == "math":
@@ -156,6 +169,7 @@ class BasicTransformerBlock(nn.Module):
 
     def _forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         x = x + self.attn1(self.norm1(x))
+        x = tile_batch(x, context.shape[0])  # shared input: the branches part here (cross-attention)
         x = x + self.attn2(self.norm2(x), context)
         return x + self.ff(self.norm3(x))
 
@@ -198,7 +212,8 @@ class SpatialTransformer(nn.Module):
         nn.init.zeros_(self.proj_out.bias)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """x: (B, C, H, W); context: (B, M, context_dim). Returns (B, C, H, W)."""
+        """x: (B, C, H, W); context: (B, M, context_dim), or (k * B, M, context_dim) for an input shared by k
+        conditionings (`UNetModel.forward`). Returns (B, C, H, W) (resp. k * B rows)."""
         _, _, h, w = x.shape
         x_in = x
         x = self.norm(x)
@@ -217,7 +232,7 @@ class SpatialTransformer(nn.Module):
         # Output in the input's memory format: the rearranged view is channels-last in memory, and plain (NCHW)
         # convolutions fed such a view re-copy their weights on every call (measured: 1.5x slower full-size UNet on
         # CPU). A channels-last input (channels_last / prepacked fast path) stays channels-last: no copy at all.
-        return (x + x_in).contiguous(memory_format=_memory_format(x_in))
+        return (x + tile_batch(x_in, x.shape[0])).contiguous(memory_format=_memory_format(x_in))
 
 
 def _memory_format(x: torch.Tensor) -> torch.memory_format:

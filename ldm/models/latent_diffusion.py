@@ -81,6 +81,9 @@ class LatentDiffusion(nn.Module):
         # Set by the fast path when the UNet is compiled with CUDA graphs (torch.compile mode "reduce-overhead"):
         # each `apply_model` call is then a new graph step and returns a copy of the graph's output buffer.
         self.cuda_graph_steps = False
+        # Set by the fast path (`FastPathOptions.share_cfg_input`): classifier-free guidance may call `apply_model`
+        # with x, t and the concat latent of batch B and a crossattn of batch 2B (see `UNetModel.forward`).
+        self.share_cfg_input = False
 
     @property
     def unet(self) -> UNetModel:
@@ -170,11 +173,13 @@ class LatentDiffusion(nn.Module):
         Args:
             x_t: (B, 4, h, w) noisy latents.
             t: (B,) integer timesteps.
-            cond: text tokens and, for HumanSD, the (B, 4, h, w) pose latent (channels 4-7 of the UNet input).
+            cond: text tokens and, for HumanSD, the (B, 4, h, w) pose latent (channels 4-7 of the UNet input). Text
+                tokens of k * B rows with x_t, t and the pose latent of B: the shared-input form of classifier-free
+                guidance (each input row for k texts, `UNetModel.forward`).
             control: optional ControlNet / T2I-Adapter injections.
 
         Returns:
-            (B, 4, h, w) eps (or v) prediction.
+            (B, 4, h, w) eps (or v) prediction (k * B rows for a shared input).
         """
         x = x_t
         if self.pose_conditioning:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ldm.models.attention import SpatialTransformer, group_norm
+from ldm.models.attention import SpatialTransformer, group_norm, tile_batch
 
 
 def timestep_embedding(timesteps: torch.Tensor, dim: int, *, max_period: float = 10000.0) -> torch.Tensor:
@@ -68,7 +68,7 @@ class TimestepEmbedSequential(nn.Sequential):
     def forward(self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         for layer in self:
             if isinstance(layer, ResBlock):
-                x = layer(x, emb)
+                x = layer(x, tile_batch(emb, x.shape[0]))
             elif isinstance(layer, SpatialTransformer):
                 x = layer(x, context)
             else:
@@ -349,11 +349,15 @@ class UNetModel(nn.Module):
         Args:
             x: (B, in_channels, h, w) latents; h and w multiples of `spatial_multiple`.
             timesteps: (B,) integer timesteps in [0, T).
-            context: (B, M, context_dim) text tokens.
-            control: optional ControlNet / T2I-Adapter injections.
+            context: (B, M, context_dim) text tokens, or (k * B, M, context_dim): the shared-input form of
+                classifier-free guidance, the same as `x.repeat(k, 1, 1, 1)`, `timesteps.repeat(k)` with this
+                context, computed once per input row up to the first cross-attention (conv_in, the first ResBlock,
+                the first self-attention) and tiled from there.
+            control: optional ControlNet / T2I-Adapter injections (of the full batch: a shared input is tiled
+                before the first block).
 
         Returns:
-            (B, out_channels, h, w) prediction.
+            (B, out_channels, h, w) prediction (k * B rows for a shared input, in `torch.cat` order).
         """
         if x.shape[1] != self.in_channels:
             raise ValueError(f"UNet expects {self.in_channels} input channels; got input of shape {tuple(x.shape)}.")
@@ -362,6 +366,14 @@ class UNetModel(nn.Module):
             raise ValueError(
                 f"Latent size {tuple(x.shape[-2:])} must be a multiple of {m} (image size a multiple of {8 * m})."
             )
+        n = context.shape[0]
+        if n % x.shape[0]:
+            raise ValueError(
+                f"UNet batch mismatch: x has {x.shape[0]} rows but context {n} (context must have x's rows or, for a "
+                "shared input, a multiple of them)."
+            )
+        if control is not None and n != x.shape[0]:  # injections come per row of the full batch
+            x, timesteps = tile_batch(x, n), tile_batch(timesteps, n)
         control = control or UNetControl()
         emb = self.time_embed(timestep_embedding(timesteps, self.model_channels).to(x.dtype))
         h = x
@@ -377,8 +389,8 @@ class UNetModel(nn.Module):
         if control.input_residuals is not None:
             skips = [s + r for s, r in zip(skips, control.input_residuals, strict=True)]
         for block in self.output_blocks:
-            h = block(torch.cat([h, skips.pop()], dim=1), emb, context)
-        return self.out(h)
+            h = block(torch.cat([h, tile_batch(skips.pop(), h.shape[0])], dim=1), emb, context)
+        return tile_batch(self.out(h), n)
 
 
 def _check_config(**values) -> None:

@@ -53,7 +53,9 @@ class ClassifierFreeGuidance:
 
     The unconditional branch is whatever the caller puts in `uncond`. For HumanSD (spec §1.6) build it with the
     *same* pose latent in `concat` as `cond` and only the text swapped for the negative prompt's embedding;
-    this object does not touch the concat tensor.
+    this object does not touch the concat tensor. When the two carry the very same concat tensor (or none) and the
+    denoiser has `share_cfg_input` set (`FastPathOptions.share_cfg_input`), x, t and that tensor are passed once
+    with the 2B text rows, and the network computes its layers before the first cross-attention once.
 
     Args:
         scale: guidance weight s; 1.0 means plain conditional prediction (one call of batch B, `uncond` unused).
@@ -100,8 +102,12 @@ class ClassifierFreeGuidance:
 
         uncond = self._check_uncond(batch, cond)
         x_in = torch.cat([x, x])  # (2B, C, h, w): uncond half first, as the original repo
-        t_in = torch.cat([t, t])  # (2B,)
-        pred = denoiser.apply_model(x_in, t_in, Conditioning.cat([uncond, cond]))
+        if getattr(denoiser, "share_cfg_input", False) and uncond.concat is cond.concat:
+            # The branches differ only in their text: x, t and the pose latent go in once (batch B) and the network
+            # tiles them where the text enters (first cross-attention); same result as the batch of 2B below.
+            pred = denoiser.apply_model(x, t, Conditioning(torch.cat([uncond.crossattn, cond.crossattn]), cond.concat))
+        else:
+            pred = denoiser.apply_model(x_in, torch.cat([t, t]), Conditioning.cat([uncond, cond]))
         eps_u, eps_c = to_eps(pred, x_in, torch.cat([alpha, alpha]), param).chunk(2)
         return eps_u + self.scale * (eps_c - eps_u)
 
