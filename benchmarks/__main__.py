@@ -11,6 +11,7 @@ import sys
 
 BENCHMARKS = {
     "unet_vs_diffusers": "UNet seconds/call, ours vs diffusers with the same weights (outputs checked first)",
+    "conv3x3": "3x3 convolution layers: oneDNN prepacked vs Winograd F(2x2) / F(4x4) (CPU fp32)",
     "sampling": "end-to-end sampling seconds/image and peak RSS, plain vs fast-path options",
     "train_step": "training step time: plain vs heatmap-guided loss",
     "comparison_overhead": "HumanSD vs ControlNet vs T2I-Adapter sampling overhead",

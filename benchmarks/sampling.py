@@ -61,6 +61,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "bf16_prepack": ("bf16", {"prepack_weights": True}),
     "shared_cfg": ("fp32", {"share_cfg_input": True}),
     "prepack_shared_cfg": ("fp32", {"prepack_weights": True, "share_cfg_input": True}),
+    "winograd": ("fp32", {"winograd": True}),
+    "winograd_shared_cfg": ("fp32", {"winograd": True, "share_cfg_input": True}),
 }
 
 

@@ -9,6 +9,8 @@ all alike; the median of ``--iters`` calls per implementation and its time relat
 share its parameters (no extra copy):
 
 - ``--prepack``: ours with the CPU fast path's prepacked conv / linear weights (`prepack_weights`), still eager;
+- ``--winograd``: ours prepacked with its 3x3 convolutions as Winograd F(4x4, 3x3) (`FastPathOptions.winograd`,
+  CPU fp32; under bf16 autocast it is the prepacked path), still eager;
 - ``--channels-last``: ours with its weights in channels-last format (`channels_last`);
 - ``--share-cfg-input``: the inputs become a real CFG batch (both halves share the latent and timestep, the text
   differs) and ours (and, with ``--prepack``, the prepacked ours) is also timed in the shared-input form
@@ -54,6 +56,7 @@ from torch import nn
 from ldm.cli import HelpFormatter
 from ldm.config import instantiate, load_config, to_container
 from ldm.inference.fast_path import prepack_weights
+from ldm.inference.winograd import use_winograd
 from ldm.models.unet import UNetModel
 
 logger = logging.getLogger("unet_vs_diffusers")
@@ -77,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (keep 1 on a shared machine)")
     p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--prepack", action="store_true", help="also time ours with prepacked conv weights (CPU)")
+    p.add_argument(
+        "--winograd",
+        action="store_true",
+        help="also time ours prepacked with Winograd 3x3 convolutions (CPU fp32)",
+    )
     p.add_argument(
         "--weights-dtype",
         choices=["bf16", "fp16"],
@@ -270,6 +278,10 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.prepack:
         impls["ours_prepacked"] = shared_copy(ours)
         prepack_weights(impls["ours_prepacked"])
+    if args.winograd:
+        impls["ours_winograd"] = shared_copy(ours)
+        prepack_weights(impls["ours_winograd"])
+        use_winograd(impls["ours_winograd"])
     if args.share_cfg_input:
         if args.batch_size % 2:
             raise SystemExit("--share-cfg-input needs an even --batch-size (a CFG batch).")
@@ -277,6 +289,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         if args.prepack:
             # its own module copy: a prepacked module keeps one packing, for one input shape (batch B here)
             impls["ours_prepacked_shared_input"] = SharedInput(shared_copy(impls["ours_prepacked"]))
+        if args.winograd:
+            impls["ours_winograd_shared_input"] = SharedInput(shared_copy(impls["ours_winograd"]))
     if args.channels_last:
         impls["ours_channels_last"] = copy.deepcopy(ours).to(memory_format=torch.channels_last)
     if args.freezing or args.inductor_tuning:

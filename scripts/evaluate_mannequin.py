@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         "--scale", type=float, help="guidance scale (default: the tiny config's `defaults.guidance_scale`, 1)"
     )
     p.add_argument("--sampler", default="ddim", choices=["ddim", "plms", "dpmpp_2m"], help="sampler")
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM noise")
+    p.add_argument("--eta", type=float, help="DDIM noise (default: the tiny config's `defaults.eta`)")
     p.add_argument("--outdir", type=Path, default=Path("outputs/mannequin_eval"), help="output folder")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--device", default="cpu", help="torch device for generation and pose detection")

@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="trailing",
         help="timestep grid ('original' = bit-parity with the original repo)",
     )
-    gen.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
+    gen.add_argument("--eta", type=float, help="DDIM eta (default: the model config's `defaults.eta`, else 0)")
     gen.add_argument("--strength", type=float, default=1.0, help="< 1 starts from the noised init image (SDEdit)")
     gen.add_argument("--seed", type=int, default=1234, help="random seed")
     gen.add_argument("--n", type=int, default=1, help="images per prompt")
@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fast.add_argument(
         "--prepack-weights", action="store_true", help="CPU: pack the UNet weights once for oneDNN/MKL (faster)"
+    )
+    fast.add_argument(
+        "--winograd",
+        action="store_true",
+        help="CPU fp32: --prepack-weights and the UNet's 3x3 convolutions as Winograd F(4x4,3x3) (faster still)",
     )
     fast.add_argument(
         "--unet-dtype", choices=["bf16", "fp16"], help="store the UNet weights in this dtype (needs --precision same)"
@@ -171,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             compile_unet=args.compile or args.compile_mode is not None,
             compile_mode=args.compile_mode,
             prepack_weights=args.prepack_weights,
+            winograd=args.winograd,
             unet_dtype=args.unet_dtype,
             share_cfg_input=args.share_cfg_input,
             vae_slicing=args.vae_slicing,

@@ -73,8 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(cfg.data.root)
         split = {"map_file": str(root / "mapping_file_training.json"), "image_size": cfg.data.image_size}
         val = {**split, "map_file": str(root / "mapping_file_validation.json"), "augment": False}
+        # data.extra_train_roots: more worlds (e.g. MannequinExtra) whose training splits join the training data
+        train_maps = [split["map_file"]] + [
+            str(Path(r) / "mapping_file_training.json") for r in cfg.data.get("extra_train_roots") or []
+        ]
         data = HumanPoseDataModule(
-            train={**split, "vflip_p": 0.0, "rotate_p": 0.0},
+            train={**split, "map_file": train_maps, "vflip_p": 0.0, "rotate_p": 0.0},
             validation=val,
             batch_size=cfg.data.batch_size,
             num_workers=int(cfg.data.get("num_workers", 0)),

@@ -59,6 +59,24 @@ def test_unet_vs_diffusers_checks_equal_outputs_then_times_every_variant(tmp_pat
     assert bf16["ours_bf16_weights_max_abs_diff"] < 0.1  # bf16 rounding, not a different network
 
 
+def test_unet_vs_diffusers_winograd_variant_is_checked_against_diffusers(tmp_path, monkeypatch):
+    pytest.importorskip("diffusers")
+    from benchmarks import unet_vs_diffusers
+    from ldm.inference import winograd
+
+    calls = []
+    real = winograd.winograd_conv2d
+    monkeypatch.setattr(winograd, "winograd_conv2d", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(winograd.WinogradConv2d, "min_size", 4)  # the tiny UNet's 8x8 latents and 32 channels
+    monkeypatch.setattr(winograd.WinogradConv2d, "min_channels", 1)
+    out = tmp_path / "unet.json"
+    argv = ["--config", TINY, "--sizes", "64", "--dtypes", "fp32", "--iters", "1", "--warmup", "0"]
+    assert unet_vs_diffusers.main([*argv, "--winograd", "--share-cfg-input", "--json", str(out)]) == 0
+    (fp32,) = json.loads(out.read_text())["results"]
+    assert calls and fp32["fp32_check"] <= 1e-4  # Winograd layers ran, and matched diffusers before timing
+    assert {"ours_winograd_s", "ours_winograd_shared_input_s"} <= set(fp32)
+
+
 def test_unet_vs_diffusers_shared_cfg_input_times_ours_on_half_the_rows(tmp_path):
     pytest.importorskip("diffusers")
     from benchmarks import unet_vs_diffusers
@@ -90,3 +108,15 @@ def test_unet_vs_diffusers_compiles_the_half_weight_unets_too(tmp_path):
     assert unet_vs_diffusers.main(argv) == 0
     (row,) = json.loads(out.read_text())["results"]
     assert row["ours_compiled_max_abs_diff"] < 0.1 and row["ours_bf16_weights_compiled_max_abs_diff"] < 0.1
+
+
+def test_conv3x3_times_every_variant_and_checks_them(tmp_path):
+    from benchmarks import conv3x3
+
+    out = tmp_path / "conv.json"
+    assert conv3x3.main(["--shapes", "16x8", "8x5", "--iters", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["channels"], r["side"]) for r in rows] == [(16, 8), (8, 5)]
+    assert all(r[f"{n}_rel_err"] <= 2e-5 for r in rows for n in ("onednn_prepacked", "winograd_f2", "winograd_f4"))
+    with pytest.raises(SystemExit):
+        conv3x3.main(["--shapes", "16by8"])

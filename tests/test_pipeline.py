@@ -161,6 +161,9 @@ def test_sampling_defaults_come_from_the_config(tmp_path):
     OmegaConf.save({"defaults": {"guidance_scale": -1}}, bad)
     with pytest.raises(ValueError, match="guidance_scale >= 0"):
         sampling_defaults(bad)
+    assert sampling_defaults({"defaults": {"eta": 0.5}}).eta == 0.5
+    with pytest.raises(ValueError, match="0 <= eta <= 1"):
+        sampling_defaults({"defaults": {"eta": 1.5}})
 
 
 def test_call_without_steps_or_guidance_uses_the_model_defaults(pipe, keypoints):
@@ -178,3 +181,22 @@ def test_call_without_steps_or_guidance_uses_the_model_defaults(pipe, keypoints)
     assert implicit.parameters["num_inference_steps"] == 2 and implicit.parameters["guidance_scale"] == 1.0
     assert np.array_equal(_arr(implicit.images[0]), _arr(explicit.images[0]))
     assert not np.array_equal(_arr(implicit.images[0]), _arr(guided.images[0]))
+
+
+def test_call_without_eta_uses_the_model_default(pipe, keypoints):
+    from ldm.inference.defaults import SamplingDefaults
+
+    kwargs = {"num_inference_steps": 3, "guidance_scale": 1.0, "seed": 3}
+    saved = pipe.sampling
+    pipe.sampling = SamplingDefaults(steps=3, guidance_scale=1.0, eta=1.0)
+    try:
+        implicit = pipe("x", keypoints, **kwargs)
+        plms = pipe("x", keypoints, sampler="plms", **kwargs)  # eta is DDIM's: other samplers get 0
+    finally:
+        pipe.sampling = saved
+    explicit = pipe("x", keypoints, eta=1.0, **kwargs)
+    deterministic = pipe("x", keypoints, **kwargs)
+    assert implicit.parameters["eta"] == 1.0 and plms.parameters["eta"] == 0.0
+    assert deterministic.parameters["eta"] == 0.0
+    assert np.array_equal(_arr(implicit.images[0]), _arr(explicit.images[0]))
+    assert not np.array_equal(_arr(implicit.images[0]), _arr(deterministic.images[0]))

@@ -227,7 +227,7 @@ def _pose_panel(start: Pose, presets: dict[str, Path], start_preset: str | None)
     )
 
 
-def _settings_panel(default_steps: int, default_guidance: float) -> _Settings:
+def _settings_panel(default_steps: int, default_guidance: float, default_eta: float = 0.0) -> _Settings:
     with gr.Accordion("Settings", open=True):
         with gr.Row():
             num_images = gr.Slider(1, MAX_IMAGES, value=1, step=1, label="Images", elem_id="images-slider")
@@ -241,7 +241,7 @@ def _settings_panel(default_steps: int, default_guidance: float) -> _Settings:
             threshold = gr.Slider(0.0, 1.0, value=pe.DEFAULT_THRESHOLD, step=0.01, label="Detection threshold")
         with gr.Row():
             sampler = gr.Dropdown([s.value for s in SamplerName], value="ddim", label="Sampler")
-            eta = gr.Number(0.0, label="eta (DDIM)", minimum=0.0, maximum=1.0)
+            eta = gr.Number(default_eta, label="eta (DDIM)", minimum=0.0, maximum=1.0)
         negative = gr.Textbox(DEFAULT_NEGATIVE_PROMPT, label="Negative prompt", lines=2)
         added = gr.Textbox(DEFAULT_ADDED_PROMPT, label="Added prompt (appended as 'prompt, added')")
     return _Settings(num_images, steps, guidance, seed, strength, threshold, eta, sampler, negative, added)
@@ -555,7 +555,7 @@ def build_demo(
                 pose_panel = _pose_panel(start, presets, start_preset)
             with gr.Column(scale=1):
                 galleries, status, results, compare, overlay = _output_panel(main_slot, comparisons, hidden)
-                settings = _settings_panel(main_slot.default_steps, main_slot.default_guidance)
+                settings = _settings_panel(main_slot.default_steps, main_slot.default_guidance, main_slot.default_eta)
         _examples(pose_panel, prompt, presets)
         _wire_editor(pose_panel, presets, detector)
         _wire_generate(

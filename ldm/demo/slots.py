@@ -105,6 +105,7 @@ class ModelSlot:
         note: one line for the user (what the model is, or why it is unavailable).
         default_steps: the Steps slider's default for this model.
         default_guidance: the Guidance scale slider's default for this model.
+        default_eta: the DDIM eta field's default for this model.
     """
 
     name: str
@@ -113,6 +114,7 @@ class ModelSlot:
     note: str = ""
     default_steps: int = FULL_SIZE_STEPS
     default_guidance: float = GUIDANCE_SCALE
+    default_eta: float = 0.0
 
 
 class LazyPipeline:
@@ -183,6 +185,7 @@ def pipeline_slot(
     note: str = "",
     default_steps: int | None = None,
     default_guidance: float | None = None,
+    default_eta: float | None = None,
 ) -> ModelSlot:
     """A slot running a `PoseToImagePipeline`, given as an instance or as a loader (called on first use).
 
@@ -193,6 +196,7 @@ def pipeline_slot(
         default_steps: Steps default; None: an already built pipeline's own default (`pipeline.sampling`), else
             50.
         default_guidance: Guidance scale default; None: an already built pipeline's own default, else 10.
+        default_eta: DDIM eta default; None: an already built pipeline's own default, else 0.
     """
     from ldm.inference.pipeline import PoseToImagePipeline
 
@@ -201,6 +205,7 @@ def pipeline_slot(
         get: Callable[[], PoseToImagePipeline] = lambda: ready  # noqa: E731
         default_steps = ready.sampling.steps if default_steps is None else default_steps
         default_guidance = ready.sampling.guidance_scale if default_guidance is None else default_guidance
+        default_eta = ready.sampling.eta if default_eta is None else default_eta
     else:
         get = LazyPipeline(pipeline).get
     return ModelSlot(
@@ -209,6 +214,7 @@ def pipeline_slot(
         note=note,
         default_steps=FULL_SIZE_STEPS if default_steps is None else default_steps,
         default_guidance=GUIDANCE_SCALE if default_guidance is None else default_guidance,
+        default_eta=0.0 if default_eta is None else default_eta,
     )
 
 
@@ -376,7 +382,12 @@ def humansd_slot(options: SlotOptions) -> ModelSlot:
     note = " + ".join([Path(options.config).name, *(Path(f).name for f in files if f is not None)])
     sampling = sampling_defaults(options.config)
     return pipeline_slot(
-        load, name="HumanSD", note=note, default_steps=sampling.steps, default_guidance=sampling.guidance_scale
+        load,
+        name="HumanSD",
+        note=note,
+        default_steps=sampling.steps,
+        default_guidance=sampling.guidance_scale,
+        default_eta=sampling.eta,
     )
 
 

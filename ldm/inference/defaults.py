@@ -30,17 +30,19 @@ class SamplingDefaults:
     Args:
         steps: sampler steps.
         guidance_scale: classifier-free guidance scale (1: no unconditional branch).
+        eta: DDIM noise (0: deterministic DDIM, HumanSD's; 1: as much noise as DDPM's ancestral steps).
     """
 
     steps: int
     guidance_scale: float
+    eta: float = 0.0
 
 
 def sampling_defaults(config: str | Path | Mapping, *, fallback_guidance: float = GUIDANCE_SCALE) -> SamplingDefaults:
     """A model config's `defaults:` section as sampler settings.
 
     `defaults.steps` if set, else 50 at native size (`defaults.size`, 512 if absent) >= 512 and 20 below;
-    `defaults.guidance_scale` if set, else `fallback_guidance` (10, HumanSD's).
+    `defaults.guidance_scale` if set, else `fallback_guidance` (10, HumanSD's); `defaults.eta` if set, else 0.
     """
     if not isinstance(config, Mapping):
         from omegaconf import OmegaConf
@@ -52,9 +54,12 @@ def sampling_defaults(config: str | Path | Mapping, *, fallback_guidance: float 
         steps = FULL_SIZE_STEPS if int(defaults.get("size", 512)) >= 512 else SMALL_MODEL_STEPS
     scale = defaults.get("guidance_scale")
     scale = fallback_guidance if scale is None else float(scale)
-    if int(steps) < 1 or not scale >= 0:
-        raise ValueError(f"Config defaults need steps >= 1 and guidance_scale >= 0; got {steps}, {scale}.")
-    return SamplingDefaults(int(steps), scale)
+    eta = float(defaults.get("eta") or 0.0)
+    if int(steps) < 1 or not scale >= 0 or not 0 <= eta <= 1:
+        raise ValueError(
+            f"Config defaults need steps >= 1, guidance_scale >= 0 and 0 <= eta <= 1; got {steps}, {scale}, {eta}."
+        )
+    return SamplingDefaults(int(steps), scale, eta)
 
 
 def resolve_model(

@@ -96,6 +96,8 @@ class PoseToImagePipeline:
             graphs, the fastest on a GPU once warm; "max-autotune": longer compile, also CUDA graphs).
         prepack_weights: CPU: keep the UNet's convolution/linear weights packed for oneDNN/MKL (about as fast as
             `compile_unet` with freezing, no compiler; costs one extra copy of the UNet weights).
+        winograd: CPU fp32: `prepack_weights` plus the UNet's 3x3 convolutions as Winograd F(4x4, 3x3) (faster
+            still; the transformed filters take up to 4x those layers' weights; see `ldm.inference.winograd`).
         unet_dtype: "bf16" / "fp16" (with the same `precision`): keep the UNet weights in that dtype instead of
             re-casting the fp32 weights on every autocast call.
         share_cfg_input: classifier-free guidance passes the latent and pose latent once for both branches; the
@@ -118,6 +120,7 @@ class PoseToImagePipeline:
         compile_unet: bool = False,
         compile_mode: str | None = None,
         prepack_weights: bool = False,
+        winograd: bool = False,
         unet_dtype: str | None = None,
         share_cfg_input: bool = False,
         vae_slicing: bool = False,
@@ -145,6 +148,7 @@ class PoseToImagePipeline:
             compile_unet=compile_unet,
             compile_kwargs={} if compile_mode is None else {"mode": compile_mode},
             prepack_weights=prepack_weights,
+            winograd=winograd,
             unet_dtype=unet_dtype,
             share_cfg_input=share_cfg_input,
             vae_slicing=vae_slicing,
@@ -166,8 +170,8 @@ class PoseToImagePipeline:
     ) -> PoseToImagePipeline:
         """Build the model from a YAML config and load its checkpoint (see `ldm.inference.loading.load_model`).
 
-        `fast_path` keywords (`channels_last`, `compile_unet`, `compile_mode`, `prepack_weights`, `unet_dtype`,
-        `share_cfg_input`, `vae_slicing`, `vae_tiling`) go to `__init__`.
+        `fast_path` keywords (`channels_last`, `compile_unet`, `compile_mode`, `prepack_weights`, `winograd`,
+        `unet_dtype`, `share_cfg_input`, `vae_slicing`, `vae_tiling`) go to `__init__`.
         """
         model, cfg = load_model(config, checkpoint, allow_random=allow_random, trust_pickle=trust_pickle)
         size = cfg.get("defaults", {}).get("size", 512)
@@ -266,7 +270,7 @@ class PoseToImagePipeline:
         negative_prompt: str = DEFAULT_NEGATIVE_PROMPT,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
-        eta: float = 0.0,
+        eta: float | None = None,
         sampler: str = "ddim",
         timestep_spacing: str = "trailing",
         seed: int | None = None,
@@ -292,7 +296,8 @@ class PoseToImagePipeline:
                 `defaults.steps`, 50 for HumanSD).
             guidance_scale: CFG scale; 1 disables the unconditional branch. None: the model's default (its
                 config's `defaults.guidance_scale`: 10 for HumanSD, 1 for the embedded tiny model).
-            eta: DDIM noise (only for sampler "ddim").
+            eta: DDIM noise (only for sampler "ddim"); None: the model's default (its config's `defaults.eta`: 0
+                for HumanSD, as the original; 1 for the embedded tiny model).
             sampler: "ddim", "plms" or "dpmpp_2m".
             timestep_spacing: "trailing" (default) or "original" (bit-parity grid with the 49-of-50-steps quirk).
             seed: makes the call reproducible; None draws a random seed (reported in `parameters`).
@@ -311,6 +316,8 @@ class PoseToImagePipeline:
             num_inference_steps = self.sampling.steps
         if guidance_scale is None:
             guidance_scale = self.sampling.guidance_scale
+        if eta is None:
+            eta = self.sampling.eta if sampler == "ddim" else 0.0
         prompts = self.check_inputs(prompt, num_images, num_inference_steps, guidance_scale, strength, init_image)
         sample_fn = get_sampler(sampler, eta=eta)
         try:
