@@ -93,6 +93,9 @@ def test_module_uses_winograd_in_fp32_inference_and_follows_weight_updates(monke
         assert (fast(x) - plain(x)).abs().max().item() <= 1e-4
         assert len(calls) == 2
         fast(torch.randn(1, 64, 8, 8))  # below min_size: the prepacked oneDNN convolution
+        fast.max_pixels = 16 * 16
+        big = torch.randn(1, 64, 16, 20)  # above max_pixels: the same
+        assert (fast(big) - plain(big)).abs().max().item() <= 1e-4
     assert len(calls) == 2
 
 

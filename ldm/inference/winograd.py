@@ -134,15 +134,19 @@ def winograd_conv2d(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None 
 class WinogradConv2d(PrepackedConv2d):
     """A 3x3 stride-1 `nn.Conv2d` that, in no-grad CPU fp32 inference, runs `winograd_conv2d` with F(4x4, 3x3).
 
-    Used where it is measured faster than oneDNN's direct convolution: feature maps of at least `min_size` pixels
-    on each side and at least 64 input and output channels (SD-2.1's UNet at 256-512 px: 0.4-0.55x of the
-    prepacked convolution's time per layer; at 8x8 the transforms cost more than they save). Elsewhere, under bf16
-    autocast and outside inference it is `PrepackedConv2d` (and so `nn.Conv2d`). The transformed filter is cached
-    like the packed weight (one copy, 4x the weight's size). Parameters and state-dict keys are `nn.Conv2d`'s.
+    Used where it is measured faster than oneDNN's direct convolution (`python -m benchmarks conv3x3`): feature
+    maps of at least `min_size` pixels on each side and at most `max_pixels` pixels, with at least `min_channels`
+    input and output channels. SD-2.1's UNet at 256-512 px: 0.40-0.57x of the prepacked convolution's time per
+    layer from 16² to 64² maps; at 8² the transforms cost more than they save (1.08x), and so they do on large maps
+    with few channels, where they stream from memory (an SD VAE decoder's 256 channels at 256²: 1.01x, 128 at
+    512²: 1.7x). Elsewhere, under bf16 autocast and outside inference it is `PrepackedConv2d` (and so `nn.Conv2d`).
+    The transformed filter is cached like the packed weight (one copy, 4x the weight's size). Parameters and
+    state-dict keys are `nn.Conv2d`'s.
     """
 
     tile: int = 4
     min_size: int = 16
+    max_pixels: int = 128 * 128
     min_channels: int = 64
 
     def _winograd_applies(self, x: torch.Tensor) -> bool:
@@ -151,6 +155,7 @@ class WinogradConv2d(PrepackedConv2d):
             and x.dtype == torch.float32
             and x.dim() == 4
             and min(x.shape[-2:]) >= self.min_size
+            and x.shape[-2] * x.shape[-1] <= self.max_pixels
             and min(self.in_channels, self.out_channels) >= self.min_channels
         )
 
