@@ -218,9 +218,9 @@ def test_humansd_slot_takes_steps_and_guidance_from_the_config_without_loading()
     from ldm.inference.defaults import TINY_CONFIG as MANNEQUIN_CONFIG
 
     slot = humansd_slot(SlotOptions(config=ROOT / MANNEQUIN_CONFIG, checkpoint=ROOT / "missing.safetensors"))
-    assert (slot.default_steps, slot.default_guidance) == (25, 1.0)  # the embedded model's `defaults:`
+    assert (slot.default_steps, slot.default_guidance, slot.default_eta) == (25, 1.0, 1.0)  # its `defaults:`
     slot = humansd_slot(SlotOptions(config=ROOT / "configs/humansd/humansd-inference.yaml", checkpoint=None))
-    assert (slot.default_steps, slot.default_guidance) == (50, 10.0)  # the original demo's
+    assert (slot.default_steps, slot.default_guidance, slot.default_eta) == (50, 10.0, 0.0)  # the original's
 
 
 # ---------------------------------------------------------------------------------------------------- the Blocks
@@ -249,9 +249,12 @@ def test_build_demo_wires_one_public_generate_endpoint(tiny_pipe):
     assert steps.value == 20  # the slot's default (tiny model), not the full-size 50
     guidance = next(b for b in demo.blocks.values() if isinstance(b, gr.Slider) and b.label == "Guidance scale")
     assert guidance.value == 10.0  # humansd-tiny.yaml names no guidance: the original's 10
-    demo = build_demo([pipeline_slot(tiny_pipe, default_guidance=1.5)], banner="tiny model")
+    eta = next(b for b in demo.blocks.values() if isinstance(b, gr.Number) and b.label == "eta (DDIM)")
+    assert eta.value == 0.0
+    demo = build_demo([pipeline_slot(tiny_pipe, default_guidance=1.5, default_eta=1.0)], banner="tiny model")
     guidance = next(b for b in demo.blocks.values() if isinstance(b, gr.Slider) and b.label == "Guidance scale")
-    assert guidance.value == 1.5
+    eta = next(b for b in demo.blocks.values() if isinstance(b, gr.Number) and b.label == "eta (DDIM)")
+    assert guidance.value == 1.5 and eta.value == 1.0
     with pytest.raises(ValueError, match="No available model"):
         build_demo([unavailable_slot("ControlNet", "x")])
 
