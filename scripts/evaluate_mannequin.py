@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="first validation entry (e.g. tune sampler settings on entries the reported table does not use)",
     )
-    p.add_argument("--steps", type=int, default=25, help="DDIM steps")
+    p.add_argument("--steps", type=int, help="DDIM steps (default: the tiny config's `defaults.steps`)")
     p.add_argument(
         "--exclude",
         type=_entry_range,

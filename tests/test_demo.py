@@ -218,7 +218,7 @@ def test_humansd_slot_takes_steps_and_guidance_from_the_config_without_loading()
     from ldm.inference.defaults import TINY_CONFIG as MANNEQUIN_CONFIG
 
     slot = humansd_slot(SlotOptions(config=ROOT / MANNEQUIN_CONFIG, checkpoint=ROOT / "missing.safetensors"))
-    assert (slot.default_steps, slot.default_guidance, slot.default_eta) == (25, 1.0, 1.0)  # its `defaults:`
+    assert (slot.default_steps, slot.default_guidance, slot.default_eta) == (5, 1.0, 1.0)  # its `defaults:`
     slot = humansd_slot(SlotOptions(config=ROOT / "configs/humansd/humansd-inference.yaml", checkpoint=None))
     assert (slot.default_steps, slot.default_guidance, slot.default_eta) == (50, 10.0, 0.0)  # the original's
 

@@ -152,7 +152,7 @@ def test_sampling_defaults_come_from_the_config(tmp_path):
 
     from ldm.inference.defaults import TINY_CONFIG, SamplingDefaults, sampling_defaults
 
-    assert sampling_defaults(TINY_CONFIG) == SamplingDefaults(steps=25, guidance_scale=1.0, eta=1.0)  # embedded model
+    assert sampling_defaults(TINY_CONFIG) == SamplingDefaults(steps=5, guidance_scale=1.0, eta=1.0)  # embedded model
     assert sampling_defaults("configs/humansd/humansd-inference.yaml") == SamplingDefaults(50, 10.0)  # original's
     assert sampling_defaults({"defaults": {"size": 128}}) == SamplingDefaults(20, 10.0)  # small, no settings
     assert sampling_defaults({}, fallback_guidance=9.0).guidance_scale == 9.0  # e.g. the original metrics' 9
