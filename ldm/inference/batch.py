@@ -114,8 +114,8 @@ def run_batch(
             pipe.sampling.guidance_scale if gen_kwargs.get("guidance_scale") is None else gen_kwargs["guidance_scale"]
         ),
     }
-    if "eta" in gen_kwargs and gen_kwargs["eta"] is None and gen_kwargs.get("sampler", "ddim") == "ddim":
-        gen_kwargs["eta"] = pipe.sampling.eta
+    if "eta" in gen_kwargs:
+        gen_kwargs["eta"] = pipe.resolve_eta(gen_kwargs["eta"], gen_kwargs.get("sampler", "ddim"))
     meta = {"shard": f"{i}/{num}", "n": n, "seed": seed, "added_prompt": added_prompt, **gen_kwargs, **(extra or {})}
     index_path = Path(outdir) / f"index.shard-{i}-of-{num}.json"
     _check_same_settings(index_path, meta)

@@ -156,6 +156,12 @@ class PoseToImagePipeline:
         )
         apply_fast_path(self.model, self.fast_path)
 
+    def resolve_eta(self, eta: float | None, sampler: str = "ddim") -> float:
+        """The DDIM eta a call uses: `eta` if given, else the model's default for DDIM and 0 for other samplers."""
+        if eta is not None:
+            return eta
+        return self.sampling.eta if sampler == "ddim" else 0.0
+
     @classmethod
     def from_config(
         cls,
@@ -316,8 +322,7 @@ class PoseToImagePipeline:
             num_inference_steps = self.sampling.steps
         if guidance_scale is None:
             guidance_scale = self.sampling.guidance_scale
-        if eta is None:
-            eta = self.sampling.eta if sampler == "ddim" else 0.0
+        eta = self.resolve_eta(eta, sampler)
         prompts = self.check_inputs(prompt, num_images, num_inference_steps, guidance_scale, strength, init_image)
         sample_fn = get_sampler(sampler, eta=eta)
         try:
